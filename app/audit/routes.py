@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from app.audit import service
+from app.audit.schemas import AuditEntryOut, ChainStatus
+from app.db import DbSession
+from app.models import AuditEntry
+from app.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.security import AdminActor
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+@router.get("", response_model=Page[AuditEntryOut])
+def read_audit_log(
+    actor: AdminActor,
+    session: DbSession,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    entity_type: Annotated[str | None, Query(max_length=64)] = None,
+    entity_id: Annotated[str | None, Query(max_length=64)] = None,
+    actor_subject: Annotated[str | None, Query(max_length=255)] = None,
+) -> Page[AuditEntryOut]:
+    """The audit log, newest first."""
+    query = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
+    if entity_type:
+        query = query.where(AuditEntry.entity_type == entity_type)
+    if entity_id:
+        query = query.where(AuditEntry.entity_id == entity_id)
+    if actor_subject:
+        query = query.where(AuditEntry.actor_subject == actor_subject)
+    if cursor:
+        (before_seq,) = decode_cursor(cursor, 1)
+        query = query.where(AuditEntry.seq < int(before_seq or 0))
+    rows = list(session.scalars(query))
+    next_cursor = encode_cursor(rows[-1].seq) if len(rows) == limit else None
+    return Page(items=[AuditEntryOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/verification", response_model=ChainStatus)
+def verify_audit_chain(actor: AdminActor, session: DbSession) -> ChainStatus:
+    """Walks the whole hash chain (the same check as `portal audit verify`)."""
+    result = service.verify_chain(session)
+    return ChainStatus(
+        ok=result.ok,
+        rows_checked=result.rows_checked,
+        head_hash=result.head_hash,
+        first_bad_seq=result.first_break.seq if result.first_break else None,
+        problem=result.first_break.problem if result.first_break else None,
+    )

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.actor import Role
+from app.catalog import service
+from app.catalog.schemas import ProductCreate, ProductOut, ProductRemoval, ProductUpdate
+from app.db import DbSession
+from app.errors import NotFound
+from app.models import Product
+from app.pagination import Cursor, Limit, Page, encode_cursor
+from app.security import AdminActor, StaffActor
+
+router = APIRouter(prefix="/products", tags=["catalog"])
+
+
+def _out(product: Product, available: int) -> ProductOut:
+    return ProductOut.model_validate({**product.__dict__, "quantity_available": available})
+
+
+@router.get("", response_model=Page[ProductOut])
+def list_products(
+    actor: StaffActor,
+    session: DbSession,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    active: Annotated[bool | None, Query(description="Admins only: filter by state")] = None,
+    q: Annotated[str | None, Query(max_length=100, description="Search in SKU and name")] = None,
+) -> Page[ProductOut]:
+    """Products ordered by SKU. Doctors see active products only."""
+    if actor.role != Role.ADMIN:
+        active = True
+    rows = service.list_products(session, limit=limit, cursor=cursor, active=active, search=q)
+    next_cursor = encode_cursor(rows[-1][0].sku) if len(rows) == limit else None
+    return Page(items=[_out(p, n) for p, n in rows], next_cursor=next_cursor)
+
+
+@router.post("", response_model=ProductOut, status_code=status.HTTP_201_CREATED)
+def create_product(data: ProductCreate, actor: AdminActor, session: DbSession) -> ProductOut:
+    product = service.create_product(session, actor, data)
+    return _out(product, 0)
+
+
+@router.get("/{product_id}", response_model=ProductOut)
+def get_product(product_id: uuid.UUID, actor: StaffActor, session: DbSession) -> ProductOut:
+    product = service.get_product(session, product_id)
+    if not product.active and actor.role != Role.ADMIN:
+        raise NotFound("product", product_id)
+    return _out(*service.product_with_quantity(session, product))
+
+
+@router.patch("/{product_id}", response_model=ProductOut)
+def update_product(
+    product_id: uuid.UUID, data: ProductUpdate, actor: AdminActor, session: DbSession
+) -> ProductOut:
+    product = service.update_product(session, actor, product_id, data)
+    return _out(*service.product_with_quantity(session, product))
+
+
+@router.delete("/{product_id}", response_model=ProductRemoval)
+def remove_product(product_id: uuid.UUID, actor: AdminActor, session: DbSession) -> ProductRemoval:
+    """Deletes a product that never had stock; archives (deactivates) one that did."""
+    outcome = service.remove_product(session, actor, product_id)
+    return ProductRemoval(id=product_id, outcome=outcome)  # type: ignore[arg-type]

@@ -1,0 +1,147 @@
+"""Products: the catalog admins manage and doctors order from."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.actor import Actor
+from app.audit import service as audit
+from app.catalog.schemas import ProductCreate, ProductUpdate
+from app.errors import Conflict, DuplicateValue, NotFound
+from app.inventory import repository as stock
+from app.models import Lot, Product
+from app.pagination import decode_cursor
+
+AUDITED_FIELDS = (
+    "sku",
+    "name",
+    "description",
+    "price_cents",
+    "currency",
+    "par_level",
+    "reorder_quantity",
+    "requires_prescription",
+    "perishable",
+    "active",
+)
+
+
+def product_fields(product: Product) -> dict[str, Any]:
+    return {field: getattr(product, field) for field in AUDITED_FIELDS}
+
+
+def get_product(session: Session, product_id: uuid.UUID, *, for_update: bool = False) -> Product:
+    product = session.get(Product, product_id, with_for_update=for_update)
+    if product is None:
+        raise NotFound("product", product_id)
+    return product
+
+
+def _sku_taken(session: Session, sku: str, exclude: uuid.UUID | None = None) -> bool:
+    query = select(Product.id).where(Product.sku == sku)
+    if exclude is not None:
+        query = query.where(Product.id != exclude)
+    return session.scalar(query) is not None
+
+
+def create_product(session: Session, actor: Actor, data: ProductCreate) -> Product:
+    if _sku_taken(session, data.sku):
+        raise DuplicateValue(f"a product with SKU {data.sku} already exists", field="sku")
+    product = Product(**data.model_dump(), currency="usd", active=True)
+    session.add(product)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:  # lost a race with a concurrent create of the same SKU
+        raise DuplicateValue(f"a product with SKU {data.sku} already exists", field="sku") from exc
+    session.refresh(product)
+    audit.record(
+        session, actor, "product.created", "product", product.id, after=product_fields(product)
+    )
+    return product
+
+
+def update_product(
+    session: Session, actor: Actor, product_id: uuid.UUID, data: ProductUpdate
+) -> Product:
+    product = get_product(session, product_id, for_update=True)
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    if "sku" in changes and _sku_taken(session, changes["sku"], exclude=product.id):
+        raise DuplicateValue(f"a product with SKU {changes['sku']} already exists", field="sku")
+    if changes.get("perishable") and not product.perishable:
+        undated = session.scalar(
+            select(func.count())
+            .select_from(Lot)
+            .where(Lot.product_id == product.id, Lot.expiration_date.is_(None))
+        )
+        if undated:
+            raise Conflict(
+                f"{undated} lot(s) of this product have no expiration date;"
+                " a perishable product needs one on every lot"
+            )
+    before = product_fields(product)
+    for field, value in changes.items():
+        setattr(product, field, value)
+    after = product_fields(product)
+    if after != before:
+        audit.record(
+            session, actor, "product.updated", "product", product.id, before=before, after=after
+        )
+    return product
+
+
+def remove_product(session: Session, actor: Actor, product_id: uuid.UUID) -> str:
+    """Delete a product without history; archive one with lots so the history stays whole."""
+    product = get_product(session, product_id, for_update=True)
+    before = product_fields(product)
+    has_history = session.scalar(select(exists().where(Lot.product_id == product.id)))
+    if has_history:
+        if product.active:
+            product.active = False
+            audit.record(
+                session,
+                actor,
+                "product.archived",
+                "product",
+                product.id,
+                before=before,
+                after=product_fields(product),
+            )
+        return "archived"
+    session.delete(product)
+    session.flush()
+    audit.record(session, actor, "product.deleted", "product", product_id, before=before)
+    return "deleted"
+
+
+def list_products(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    active: bool | None,
+    search: str | None,
+) -> list[tuple[Product, int]]:
+    """A page of products ordered by SKU, each with its sellable quantity."""
+    query = (
+        select(Product, stock.sellable_quantity_of(Product.id)).order_by(Product.sku).limit(limit)
+    )
+    if active is not None:
+        query = query.where(Product.active.is_(active))
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Product.sku.ilike(pattern), Product.name.ilike(pattern)))
+    if cursor:
+        (last_sku,) = decode_cursor(cursor, 1)
+        query = query.where(Product.sku > last_sku)
+    return [(product, int(available)) for product, available in session.execute(query)]
+
+
+def product_with_quantity(session: Session, product: Product) -> tuple[Product, int]:
+    available = session.scalar(select(stock.sellable_quantity_of(product.id)))
+    return product, int(available or 0)

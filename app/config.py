@@ -1,0 +1,70 @@
+"""One settings object for the whole portal, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# Values that only make sense on a developer's machine; production refuses to start with them.
+DEV_OIDC_CLIENT_SECRET = "portal-dev-secret"  # noqa: S105 - a public development default
+DEV_PHI_KEY = "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGkhIQ=="
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = "development"
+    data_dir: Path = Path(".portal")
+
+    # The application's own role (INSERT/SELECT only on the audit log). Unset in development:
+    # `portal up` starts an embedded server and derives both URLs.
+    database_url: str | None = None
+    # The schema owner, used for migrations and seeding. Defaults to DATABASE_URL.
+    database_migration_url: str | None = None
+    # Name of the restricted role the migrations grant to (created if missing).
+    database_app_role: str = "portal_app"
+    database_pool_size: int = 10
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1_048_576
+
+    oidc_issuer: str = "http://127.0.0.1:9400"
+    oidc_client_id: str = "portal-dev"
+    oidc_client_secret: str = DEV_OIDC_CLIENT_SECRET
+    # Expected `aud` of JWT access tokens (Okta: the authorization server's audience; Auth0:
+    # the API identifier). Defaults to the client id.
+    oidc_audience: str | None = None
+    # Claim that carries the role (`admin` or `doctor`); when absent the `users` table decides.
+    oidc_role_claim: str = "role"
+    # Opaque tokens are checked at userinfo; a verified answer is reused for this long.
+    oidc_userinfo_cache_seconds: int = Field(default=60, ge=0, le=600)
+    oidc_jwks_cache_seconds: int = Field(default=3600, ge=0)
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # New users seen with a valid role claim are created on first request.
+    auto_provision_users: bool = True
+
+    @property
+    def expected_audience(self) -> str:
+        return self.oidc_audience or self.oidc_client_id
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.oidc_client_secret == DEV_OIDC_CLIENT_SECRET:
+                raise ValueError("OIDC_CLIENT_SECRET must be set in production")
+            if not self.database_url:
+                raise ValueError("DATABASE_URL must be set in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,214 @@
+"""Every error leaves the API as RFC 9457 problem details with a stable `type`.
+
+Domain errors subclass `PortalError` and carry their HTTP meaning; one set of handlers renders
+them, FastAPI's validation errors and Starlette's HTTP errors the same way.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+
+class PortalError(Exception):
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class NotFound(PortalError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+    def __init__(self, entity: str, entity_id: object) -> None:
+        super().__init__(f"{entity} {entity_id} does not exist", entity=entity)
+
+
+class Conflict(PortalError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class DuplicateValue(Conflict):
+    slug = "duplicate"
+    title = "Already exists"
+
+
+class InvalidStateTransition(Conflict):
+    slug = "invalid-state-transition"
+    title = "Not allowed in the current state"
+
+
+class InsufficientStock(Conflict):
+    slug = "insufficient-stock"
+    title = "Not enough stock"
+
+
+class Unprocessable(PortalError):
+    status = 422
+    slug = "validation-error"
+    title = "The request is not valid"
+
+
+class NotAuthenticated(PortalError):
+    status = 401
+    slug = "not-authenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, error: str = "invalid_token") -> None:
+        super().__init__(detail)
+        self.headers["WWW-Authenticate"] = (
+            f'Bearer realm="portal", error="{error}", error_description="{detail}"'
+            if error
+            else 'Bearer realm="portal"'
+        )
+
+
+class Forbidden(PortalError):
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed for your role"
+
+
+class IdentityProviderUnavailable(PortalError):
+    status = 503
+    slug = "identity-provider-unavailable"
+    title = "The identity provider could not be reached"
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug if slug != "about:blank" else slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# Slugs for generic HTTP errors raised by the framework (unknown route, wrong method, ...).
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "not-authenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+async def _portal_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PortalError)
+    return problem(
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers or None,
+        **exc.extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return problem(
+            400,
+            "malformed-json",
+            "The body is not valid JSON",
+            "The request body could not be parsed as JSON.",
+            instance=request.url.path,
+        )
+    invalid = [
+        {"field": _location(err.get("loc", ())), "message": err.get("msg", ""), "code": err["type"]}
+        for err in errors
+    ]
+    summary = "; ".join(f"{item['field']}: {item['message']}" for item in invalid[:5])
+    return problem(
+        422,
+        Unprocessable.slug,
+        Unprocessable.title,
+        summary,
+        instance=request.url.path,
+        errors=invalid,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    slug = _HTTP_SLUGS.get(status, "http-error")
+    title = HTTPStatus(status).phrase
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem(status, slug, title, detail, instance=request.url.path, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the server log (uvicorn prints it); the client gets no internals.
+    return problem(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server could not complete the request; nothing was changed.",
+        instance=request.url.path,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PortalError, _portal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_catalogue() -> dict[str, str]:
+    """Every stable problem type the API can answer with, for `/problems/{slug}`."""
+    found: dict[str, str] = {"malformed-json": "The body is not valid JSON"}
+    pending: list[type[PortalError]] = [PortalError]
+    while pending:
+        cls = pending.pop()
+        found[cls.slug] = cls.title
+        pending.extend(cls.__subclasses__())
+    for status, slug in _HTTP_SLUGS.items():
+        found.setdefault(slug, HTTPStatus(status).phrase)
+    found["internal-error"] = "Internal server error"
+    return found

@@ -1,0 +1,110 @@
+"""Stock queries shared by the catalog, inventory and (later) order reservation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import Lot, Product, StockMovement
+from app.models.base import utcnow
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+def lot_is_sellable(on: date | None = None) -> ColumnElement[bool]:
+    """Available status and not past its expiration date (expiring today is still sellable)."""
+    on = on or today()
+    return and_(
+        Lot.status == "available",
+        or_(Lot.expiration_date.is_(None), Lot.expiration_date >= on),
+    )
+
+
+def sellable_quantity_of(product_id: Any) -> Any:
+    """A scalar subquery: units of the product that can still be promised to an order."""
+    return (
+        select(func.coalesce(func.sum(Lot.quantity_on_hand - Lot.quantity_reserved), 0))
+        .where(Lot.product_id == product_id, lot_is_sellable())
+        .correlate_except(Lot)
+        .scalar_subquery()
+    )
+
+
+def low_stock(
+    session: Session, *, expiring_within_days: int, limit: int, after_sku: str | None
+) -> list[dict[str, Any]]:
+    """Active products whose sellable quantity is at or below their par level."""
+    on = today()
+    sellable = lot_is_sellable(on)
+    free = Lot.quantity_on_hand - Lot.quantity_reserved
+    sellable_qty = func.coalesce(func.sum(free).filter(sellable), 0)
+    expiring = and_(sellable, Lot.expiration_date <= on + timedelta(days=expiring_within_days))
+    query = (
+        select(
+            Product.id.label("product_id"),
+            Product.sku,
+            Product.name,
+            Product.par_level,
+            Product.reorder_quantity,
+            sellable_qty.label("quantity_sellable"),
+            func.coalesce(func.sum(Lot.quantity_on_hand).filter(sellable), 0).label(
+                "quantity_on_hand"
+            ),
+            func.coalesce(func.sum(Lot.quantity_reserved).filter(sellable), 0).label(
+                "quantity_reserved"
+            ),
+            func.coalesce(func.sum(free).filter(expiring), 0).label("quantity_expiring_soon"),
+            func.min(Lot.expiration_date).filter(sellable).label("next_expiration_date"),
+        )
+        .select_from(Product)
+        .outerjoin(Lot, Lot.product_id == Product.id)
+        .where(Product.active.is_(True))
+        .group_by(Product.id)
+        .having(sellable_qty <= Product.par_level)
+        .order_by(Product.sku)
+        .limit(limit)
+    )
+    if after_sku is not None:
+        query = query.where(Product.sku > after_sku)
+    return [dict(row._mapping) for row in session.execute(query)]
+
+
+def ledger_totals(session: Session, lot_id: uuid.UUID) -> tuple[int, int]:
+    """The lot's counters as its ledger says they should be."""
+    on_hand, reserved = session.execute(
+        select(
+            func.coalesce(func.sum(StockMovement.delta_on_hand), 0),
+            func.coalesce(func.sum(StockMovement.delta_reserved), 0),
+        ).where(StockMovement.lot_id == lot_id)
+    ).one()
+    return int(on_hand), int(reserved)
+
+
+def lots_disagreeing_with_ledger(session: Session) -> list[uuid.UUID]:
+    """Every lot whose counters differ from the sum of its movements (should be none)."""
+    sums = (
+        select(
+            StockMovement.lot_id,
+            func.sum(StockMovement.delta_on_hand).label("on_hand"),
+            func.sum(StockMovement.delta_reserved).label("reserved"),
+        )
+        .group_by(StockMovement.lot_id)
+        .subquery()
+    )
+    query = (
+        select(Lot.id)
+        .outerjoin(sums, sums.c.lot_id == Lot.id)
+        .where(
+            or_(
+                func.coalesce(sums.c.on_hand, 0) != Lot.quantity_on_hand,
+                func.coalesce(sums.c.reserved, 0) != Lot.quantity_reserved,
+            )
+        )
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from app.schemas import MAX_QUANTITY, Note, Quantity, StrictInput
+
+LotNumber = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$", max_length=64)
+]
+LotStatus = Literal["available", "quarantined", "recalled", "expired"]
+AdjustmentReason = Literal["damaged", "count_correction", "returned", "expired", "other"]
+
+# Which direction each adjustment reason may move stock.
+REASONS_THAT_REMOVE = {"damaged", "expired"}
+REASONS_THAT_ADD = {"returned"}
+
+
+class LotReceive(StrictInput):
+    lot_number: LotNumber
+    expiration_date: date | None = Field(
+        default=None, description="Required for perishable products; must be in the future"
+    )
+    quantity: Quantity
+
+
+class LotOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    product_id: uuid.UUID
+    lot_number: str
+    expiration_date: date | None
+    quantity_on_hand: int
+    quantity_reserved: int
+    quantity_available: int
+    status: LotStatus
+    status_reason: str | None
+    created_at: datetime
+
+
+class LotStatusChange(StrictInput):
+    status: LotStatus
+    reason: Note
+
+
+class StockAdjustment(StrictInput):
+    delta: Annotated[int, Field(strict=True, ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+    reason: AdjustmentReason
+    note: Note | None = None
+
+    @model_validator(mode="after")
+    def _direction_matches_reason(self) -> StockAdjustment:
+        if self.delta == 0:
+            raise ValueError("delta must not be zero")
+        if self.reason in REASONS_THAT_REMOVE and self.delta > 0:
+            raise ValueError(f"an adjustment for reason '{self.reason}' must be negative")
+        if self.reason in REASONS_THAT_ADD and self.delta < 0:
+            raise ValueError(f"an adjustment for reason '{self.reason}' must be positive")
+        if self.reason == "other" and not self.note:
+            raise ValueError("a note is required when the reason is 'other'")
+        return self
+
+
+class StockMovementOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    lot_id: uuid.UUID
+    delta_on_hand: int
+    delta_reserved: int
+    reason: str
+    reason_code: str | None
+    note: str | None
+    order_id: uuid.UUID | None
+    actor_subject: str
+    created_at: datetime
+
+
+class LowStockItem(BaseModel):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    par_level: int
+    reorder_quantity: int
+    quantity_sellable: int
+    quantity_on_hand: int
+    quantity_reserved: int
+    quantity_expiring_soon: int = Field(
+        description="Sellable units in lots that expire within the requested number of days"
+    )
+    next_expiration_date: date | None
+    suggested_order_quantity: int = Field(
+        description="Enough to get back above par, rounded up to the reorder quantity"
+    )

@@ -1,0 +1,253 @@
+"""Lots and the stock ledger.
+
+Every change to a lot's counters is one atomic conditional UPDATE plus one `stock_movements`
+row in the same transaction, so the counters are always the running sum of the ledger and
+concurrent writers can never drive them negative (the CHECK constraints are the backstop).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.actor import Actor
+from app.audit import service as audit
+from app.catalog.service import get_product
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    InsufficientStock,
+    InvalidStateTransition,
+    NotFound,
+    Unprocessable,
+)
+from app.inventory import repository
+from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
+from app.models import Lot, StockMovement
+from app.models.base import utcnow
+from app.pagination import decode_cursor
+
+# Lot status machine: recalled and expired are final.
+LOT_TRANSITIONS: dict[str, frozenset[str]] = {
+    "available": frozenset({"quarantined", "recalled", "expired"}),
+    "quarantined": frozenset({"available", "recalled", "expired"}),
+    "recalled": frozenset(),
+    "expired": frozenset(),
+}
+
+
+def lot_fields(lot: Lot) -> dict[str, Any]:
+    return {
+        "product_id": lot.product_id,
+        "lot_number": lot.lot_number,
+        "expiration_date": lot.expiration_date,
+        "quantity_on_hand": lot.quantity_on_hand,
+        "quantity_reserved": lot.quantity_reserved,
+        "status": lot.status,
+    }
+
+
+def get_lot(session: Session, lot_id: uuid.UUID) -> Lot:
+    lot = session.get(Lot, lot_id)
+    if lot is None:
+        raise NotFound("lot", lot_id)
+    return lot
+
+
+def _movement(
+    session: Session,
+    actor: Actor,
+    lot_id: uuid.UUID,
+    *,
+    delta_on_hand: int = 0,
+    delta_reserved: int = 0,
+    reason: str,
+    reason_code: str | None = None,
+    note: str | None = None,
+    order_id: uuid.UUID | None = None,
+) -> StockMovement:
+    movement = StockMovement(
+        lot_id=lot_id,
+        delta_on_hand=delta_on_hand,
+        delta_reserved=delta_reserved,
+        reason=reason,
+        reason_code=reason_code,
+        note=note,
+        order_id=order_id,
+        actor_subject=actor.subject,
+    )
+    session.add(movement)
+    return movement
+
+
+def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: LotReceive) -> Lot:
+    product = get_product(session, product_id)
+    if not product.active:
+        raise Conflict(f"product {product.sku} is archived; restore it before receiving stock")
+    if product.perishable and data.expiration_date is None:
+        raise Unprocessable(
+            "expiration_date is required for a perishable product", field="expiration_date"
+        )
+    if data.expiration_date is not None and data.expiration_date <= repository.today():
+        raise Unprocessable(
+            f"expiration_date {data.expiration_date} is not in the future",
+            field="expiration_date",
+        )
+    duplicate = session.scalar(
+        select(Lot.id).where(Lot.product_id == product.id, Lot.lot_number == data.lot_number)
+    )
+    if duplicate is not None:
+        raise DuplicateValue(
+            f"lot {data.lot_number} of {product.sku} was already received", field="lot_number"
+        )
+    lot = Lot(
+        product_id=product.id,
+        lot_number=data.lot_number,
+        expiration_date=data.expiration_date,
+        quantity_on_hand=data.quantity,
+        quantity_reserved=0,
+        status="available",
+    )
+    session.add(lot)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise DuplicateValue(
+            f"lot {data.lot_number} of {product.sku} was already received", field="lot_number"
+        ) from exc
+    _movement(session, actor, lot.id, delta_on_hand=data.quantity, reason="receipt")
+    session.refresh(lot)
+    audit.record(session, actor, "lot.received", "lot", lot.id, after=lot_fields(lot))
+    return lot
+
+
+def change_status(session: Session, actor: Actor, lot_id: uuid.UUID, data: LotStatusChange) -> Lot:
+    lot = session.get(Lot, lot_id, with_for_update=True)
+    if lot is None:
+        raise NotFound("lot", lot_id)
+    if data.status not in LOT_TRANSITIONS[lot.status]:
+        raise InvalidStateTransition(
+            f"a lot that is {lot.status} cannot become {data.status}",
+            current_status=lot.status,
+            allowed=sorted(LOT_TRANSITIONS[lot.status]),
+        )
+    if (
+        data.status == "available"
+        and lot.expiration_date is not None
+        and lot.expiration_date < repository.today()
+    ):
+        raise InvalidStateTransition(
+            f"lot {lot.lot_number} expired on {lot.expiration_date}; it cannot be released",
+            current_status=lot.status,
+        )
+    before = lot_fields(lot)
+    lot.status = data.status
+    lot.status_reason = data.reason
+    lot.status_changed_at = utcnow()
+    audit.record(
+        session,
+        actor,
+        "lot.status_changed",
+        "lot",
+        lot.id,
+        before=before,
+        after={**lot_fields(lot), "reason": data.reason},
+    )
+    return lot
+
+
+def adjust_stock(
+    session: Session, actor: Actor, lot_id: uuid.UUID, data: StockAdjustment
+) -> tuple[Lot, StockMovement]:
+    """Apply a counted correction atomically; on-hand may never drop below what is reserved."""
+    applied = session.execute(
+        update(Lot)
+        .where(Lot.id == lot_id, Lot.quantity_on_hand + data.delta >= Lot.quantity_reserved)
+        .values(quantity_on_hand=Lot.quantity_on_hand + data.delta)
+        .returning(Lot.quantity_on_hand, Lot.quantity_reserved)
+    ).first()
+    if applied is None:
+        lot = get_lot(session, lot_id)
+        free = lot.quantity_on_hand - lot.quantity_reserved
+        raise InsufficientStock(
+            f"lot {lot.lot_number} has {lot.quantity_on_hand} on hand of which"
+            f" {lot.quantity_reserved} are reserved; it cannot lose {-data.delta}",
+            quantity_on_hand=lot.quantity_on_hand,
+            quantity_reserved=lot.quantity_reserved,
+            quantity_free=free,
+        )
+    movement = _movement(
+        session,
+        actor,
+        lot_id,
+        delta_on_hand=data.delta,
+        reason="adjustment",
+        reason_code=data.reason,
+        note=data.note,
+    )
+    lot = session.get(Lot, lot_id, populate_existing=True)
+    assert lot is not None
+    audit.record(
+        session,
+        actor,
+        "lot.adjusted",
+        "lot",
+        lot_id,
+        before={"quantity_on_hand": applied.quantity_on_hand - data.delta},
+        after={
+            "quantity_on_hand": applied.quantity_on_hand,
+            "delta": data.delta,
+            "reason": data.reason,
+        },
+    )
+    return lot, movement
+
+
+def list_lots(
+    session: Session, product_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> list[Lot]:
+    get_product(session, product_id)
+    query = (
+        select(Lot)
+        .where(Lot.product_id == product_id)
+        .order_by(Lot.created_at, Lot.id)
+        .limit(limit)
+    )
+    if cursor:
+        created_at, lot_id = decode_cursor(cursor, 2)
+        query = query.where(tuple_(Lot.created_at, Lot.id) > (created_at, lot_id))
+    return list(session.scalars(query))
+
+
+def list_movements(
+    session: Session, lot_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> list[StockMovement]:
+    get_lot(session, lot_id)
+    query = (
+        select(StockMovement)
+        .where(StockMovement.lot_id == lot_id)
+        .order_by(StockMovement.created_at, StockMovement.id)
+        .limit(limit)
+    )
+    if cursor:
+        created_at, movement_id = decode_cursor(cursor, 2)
+        query = query.where(
+            tuple_(StockMovement.created_at, StockMovement.id) > (created_at, movement_id)
+        )
+    return list(session.scalars(query))
+
+
+def suggested_order_quantity(par_level: int, sellable: int, reorder_quantity: int) -> int:
+    """Units to order to get back above par, in multiples of the reorder quantity."""
+    shortfall = par_level - sellable + 1
+    if shortfall <= 0:
+        return 0
+    if reorder_quantity <= 0:
+        return shortfall
+    return math.ceil(shortfall / reorder_quantity) * reorder_quantity

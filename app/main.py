@@ -1,0 +1,158 @@
+"""The portal's ASGI application: `create_app()` assembles middleware, routers and errors."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.audit.routes import router as audit_router
+from app.catalog.routes import router as catalog_router
+from app.config import get_settings
+from app.errors import install_error_handlers, problem, problem_catalogue
+from app.inventory.routes import router as inventory_router
+from app.security import Public
+from app.users.routes import router as users_router
+
+API_PREFIX = "/api/v1"
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class RequestGuard:
+    """Pure ASGI middleware: request ids, body size limit and JSON-only bodies on the API.
+
+    It sits outside FastAPI so an oversized or mistyped body is refused before any handler,
+    dependency or database work runs.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        path: str = scope["path"]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        if scope["method"] in BODY_METHODS and path.startswith(API_PREFIX):
+            declared = headers.get("content-length")
+            if declared is not None and (
+                not declared.isdigit() or int(declared) > self.max_body_bytes
+            ):
+                await self._refuse(
+                    scope,
+                    send_with_id,
+                    413,
+                    "payload-too-large",
+                    "Payload too large",
+                    f"The body exceeds {self.max_body_bytes} bytes.",
+                )
+                return
+            has_body = declared not in (None, "0") or "transfer-encoding" in headers
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            if has_body and not (
+                content_type == "application/json" or content_type.endswith("+json")
+            ):
+                await self._refuse(
+                    scope,
+                    send_with_id,
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    "Send the body as JSON with `Content-Type: application/json`.",
+                )
+                return
+            receive = self._limited(receive)
+
+        await self.app(scope, receive, send_with_id)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        return wrapped
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, send: Send, status: int, slug: str, title: str, detail: str
+    ) -> None:
+        response = problem(status, slug, title, detail, instance=scope["path"])
+        await response(scope, _empty_receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit while it was being read."""
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _public_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["meta"], dependencies=[Public])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/problems/{slug}", tags=["meta"], dependencies=[Public])
+    def problem_type(slug: str) -> JSONResponse:
+        """Documentation of each problem `type` the API answers with."""
+        catalogue = problem_catalogue()
+        if slug not in catalogue:
+            return problem(404, "not-found", "Not found", f"no problem type {slug}")
+        return JSONResponse({"type": f"/problems/{slug}", "title": catalogue[slug]})
+
+    return router
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Medical ordering portal",
+        version="0.1.0",
+        description="Cash-pay medications and perishable supplies: catalog, lots, orders.",
+    )
+    install_error_handlers(app)
+
+    async def body_too_large(request: object, exc: Exception) -> JSONResponse:
+        return problem(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"The body exceeds {settings.max_body_bytes} bytes.",
+        )
+
+    app.add_exception_handler(BodyTooLarge, body_too_large)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (catalog_router, inventory_router, users_router, audit_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(_public_router())
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,10 @@
+"""ORM models, one table per module. Importing this package registers every table."""
+
+from app.models.audit_entry import AuditEntry
+from app.models.base import Base
+from app.models.lot import Lot
+from app.models.product import Product
+from app.models.stock_movement import StockMovement
+from app.models.user import User
+
+__all__ = ["AuditEntry", "Base", "Lot", "Product", "StockMovement", "User"]

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, CreatedAt, UUIDPrimaryKey
+
+
+class Product(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("price_cents > 0", name="price_positive"),
+        CheckConstraint("par_level >= 0", name="par_level_not_negative"),
+        CheckConstraint("reorder_quantity >= 0", name="reorder_quantity_not_negative"),
+    )
+
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    price_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3), server_default="usd")
+    par_level: Mapped[int] = mapped_column(server_default=text("0"))
+    reorder_quantity: Mapped[int] = mapped_column(server_default=text("0"))
+    requires_prescription: Mapped[bool] = mapped_column(server_default=text("false"))
+    perishable: Mapped[bool] = mapped_column(server_default=text("false"))
+    active: Mapped[bool] = mapped_column(server_default=text("true"))

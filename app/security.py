@@ -1,0 +1,242 @@
+"""OIDC bearer-token authentication and role checks.
+
+Two kinds of access token are accepted from the configured issuer:
+- JWTs (what Okta and Auth0 issue for an API audience) are verified locally against the
+  issuer's JWKS (cached; refreshed when an unknown `kid` appears): signature, `iss`, `aud`,
+  `exp`, `nbf`.
+- Opaque tokens (what the development identity provider issues) are verified at the issuer's
+  userinfo endpoint; a positive answer is cached briefly.
+
+Every route declares who may call it with exactly one of `require_roles(...)` or `public_route`;
+a test walks the route table to enforce it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.actor import Actor, Role
+from app.config import Settings, get_settings
+from app.db import DbSession
+from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated
+from app.users import service as users
+
+ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+Claims = dict[str, Any]
+
+
+class TokenVerifier:
+    """Verifies access tokens for one issuer. One instance per process (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.Client | None = None,
+        *,
+        min_jwks_refresh_seconds: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.issuer = settings.oidc_issuer.rstrip("/")
+        self._http = http or httpx.Client(timeout=5.0)
+        self._lock = threading.Lock()
+        self._discovery: dict[str, Any] | None = None
+        self._jwks: dict[str, jwt.PyJWK] = {}
+        self._jwks_fetched_at = 0.0
+        self._min_jwks_refresh = min_jwks_refresh_seconds
+        self._userinfo_cache: dict[str, tuple[float, Claims]] = {}
+
+    # -- issuer metadata -------------------------------------------------------------------
+    def _get_json(self, url: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.get(url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise IdentityProviderUnavailable(f"cannot reach the identity provider: {exc}") from exc
+        if response.status_code >= 500:
+            raise IdentityProviderUnavailable(
+                f"the identity provider answered {response.status_code}"
+            )
+        return response
+
+    def discovery(self) -> dict[str, Any]:
+        if self._discovery is None:
+            response = self._get_json(self.issuer + "/.well-known/openid-configuration")
+            if response.status_code != 200:
+                raise IdentityProviderUnavailable("the issuer has no OIDC discovery document")
+            document = response.json()
+            if document.get("issuer", "").rstrip("/") != self.issuer:
+                raise IdentityProviderUnavailable("the discovery document names another issuer")
+            self._discovery = document
+        return self._discovery
+
+    def _fetch_jwks(self) -> None:
+        response = self._get_json(self.discovery()["jwks_uri"])
+        if response.status_code != 200:
+            raise IdentityProviderUnavailable("the issuer's JWKS could not be read")
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in response.json().get("keys", []):
+            if data.get("use", "sig") != "sig" or "kid" not in data:
+                continue
+            try:
+                keys[data["kid"]] = jwt.PyJWK(data)
+            except jwt.PyJWTError:
+                continue  # a key type we cannot use; others may still verify
+        self._jwks = keys
+        self._jwks_fetched_at = time.monotonic()
+
+    def signing_key(self, kid: str) -> jwt.PyJWK:
+        with self._lock:
+            age = time.monotonic() - self._jwks_fetched_at
+            if (
+                kid not in self._jwks
+                and (
+                    not self._jwks
+                    or age >= self._min_jwks_refresh
+                    or age >= self.settings.oidc_jwks_cache_seconds
+                )
+            ) or age >= self.settings.oidc_jwks_cache_seconds:
+                self._fetch_jwks()
+            key = self._jwks.get(kid)
+        if key is None:
+            raise NotAuthenticated("the token was signed with an unknown key")
+        return key
+
+    # -- verification ----------------------------------------------------------------------
+    def verify(self, token: str) -> Claims:
+        if token.count(".") == 2:
+            return self._verify_jwt(token)
+        return self._verify_opaque(token)
+
+    def _verify_jwt(self, token: str) -> Claims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise NotAuthenticated("the token is malformed") from exc
+        algorithm = header.get("alg")
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
+            raise NotAuthenticated("the token's signing algorithm is not accepted")
+        key = self.signing_key(str(header.get("kid", "")))
+        try:
+            claims: Claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                audience=self.settings.expected_audience,
+                issuer=self.discovery()["issuer"],
+                leeway=self.settings.oidc_leeway_seconds,
+                options={"require": ["exp", "iss", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise NotAuthenticated("the token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise NotAuthenticated("the token is not valid yet") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise NotAuthenticated("the token is for another audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise NotAuthenticated("the token is from another issuer") from exc
+        except jwt.PyJWTError as exc:
+            raise NotAuthenticated(f"the token is not valid: {exc}") from exc
+        return claims
+
+    def _verify_opaque(self, token: str) -> Claims:
+        if not token or len(token) > 4096:
+            raise NotAuthenticated("the token is malformed")
+        cache_key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._userinfo_cache.get(cache_key)
+        if cached and cached[0] > now:
+            return cached[1]
+        response = self._get_json(
+            self.discovery()["userinfo_endpoint"],
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 200:
+            raise NotAuthenticated("the token is not active")
+        claims: Claims = response.json()
+        if not claims.get("sub"):
+            raise NotAuthenticated("the identity provider returned no subject")
+        ttl = self.settings.oidc_userinfo_cache_seconds
+        if ttl:
+            if len(self._userinfo_cache) > 10_000:
+                self._userinfo_cache = {k: v for k, v in self._userinfo_cache.items() if v[0] > now}
+            self._userinfo_cache[cache_key] = (now + ttl, claims)
+        return claims
+
+
+@lru_cache
+def get_verifier() -> TokenVerifier:
+    return TokenVerifier(get_settings())
+
+
+def claimed_role(claims: Claims, claim: str) -> Role | None:
+    """The role a token claims, if any. Lists (Okta groups, Auth0 roles) are accepted."""
+    value = claims.get(claim)
+    values = value if isinstance(value, list) else [value]
+    for role in (Role.ADMIN, Role.DOCTOR):
+        if role.value in values:
+            return role
+    return None
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="OIDC access token")
+
+
+def current_actor(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("send an OIDC access token as `Authorization: Bearer ...`", error="")
+    claims = get_verifier().verify(credentials.credentials)
+    settings = get_settings()
+    user = users.resolve_signed_in_user(
+        session,
+        subject=str(claims["sub"]),
+        email=claims.get("email"),
+        claimed_role=claimed_role(claims, settings.oidc_role_claim),
+        auto_provision=settings.auto_provision_users,
+    )
+    return Actor(
+        subject=str(claims["sub"]),
+        role=Role(user.role),
+        user_id=user.id,
+        email=user.email,
+        request_id=getattr(request.state, "request_id", None),
+        client_address=request.client.host if request.client else None,
+    )
+
+
+def require_roles(*roles: Role) -> Callable[..., Actor]:
+    """A dependency that authenticates the caller and admits only the given roles."""
+    allowed = frozenset(roles)
+
+    def dependency(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+        if actor.role not in allowed:
+            raise Forbidden(
+                f"this action needs the role {' or '.join(sorted(allowed))}; you are {actor.role}"
+            )
+        return actor
+
+    dependency.__portal_roles__ = allowed  # type: ignore[attr-defined]
+    return dependency
+
+
+def public_route() -> None:
+    """Marks a route that anyone may call (health, problem types, patient-facing pages)."""
+
+
+public_route.__portal_roles__ = frozenset()  # type: ignore[attr-defined]
+
+AdminActor = Annotated[Actor, Depends(require_roles(Role.ADMIN))]
+StaffActor = Annotated[Actor, Depends(require_roles(Role.ADMIN, Role.DOCTOR))]
+Public = Depends(public_route)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from app.db import DbSession
+from app.models import User
+from app.pagination import Cursor, Limit, Page, encode_cursor
+from app.security import AdminActor, StaffActor
+from app.users import service
+from app.users.schemas import UserInvite, UserOut, UserUpdate
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+def _out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        role=user.role,  # type: ignore[arg-type]
+        full_name=user.full_name,
+        active=user.active,
+        signed_in=user.oidc_subject is not None,
+        created_at=user.created_at,
+    )
+
+
+@router.get("/me", response_model=UserOut)
+def who_am_i(actor: StaffActor, session: DbSession) -> UserOut:
+    assert actor.user_id is not None
+    return _out(service.get_user(session, actor.user_id))
+
+
+@router.get("", response_model=Page[UserOut])
+def list_users(
+    actor: AdminActor, session: DbSession, limit: Limit = 50, cursor: Cursor = None
+) -> Page[UserOut]:
+    rows = service.list_users(session, limit=limit, cursor=cursor)
+    next_cursor = (
+        encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if len(rows) == limit else None
+    )
+    return Page(items=[_out(u) for u in rows], next_cursor=next_cursor)
+
+
+@router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+def invite_user(data: UserInvite, actor: AdminActor, session: DbSession) -> UserOut:
+    return _out(service.invite_user(session, actor, data))
+
+
+@router.patch("/{user_id}", response_model=UserOut)
+def update_user(
+    user_id: uuid.UUID, data: UserUpdate, actor: AdminActor, session: DbSession
+) -> UserOut:
+    return _out(service.update_user(session, actor, user_id, data))

@@ -1,0 +1,136 @@
+"""Staff accounts: who may sign in, with which role. Identity itself lives at the OIDC issuer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.actor import Actor, Role
+from app.audit import service as audit
+from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
+from app.models import User
+from app.pagination import decode_cursor
+from app.users.schemas import UserInvite, UserUpdate
+
+
+def user_fields(user: User) -> dict[str, Any]:
+    return {
+        "email": user.email,
+        "role": user.role,
+        "full_name": user.full_name,
+        "active": user.active,
+        "oidc_subject": user.oidc_subject,
+    }
+
+
+def resolve_signed_in_user(
+    session: Session,
+    *,
+    subject: str,
+    email: str | None,
+    claimed_role: Role | None,
+    auto_provision: bool,
+) -> User:
+    """The `users` row of a verified token's subject.
+
+    Once a row exists its role (managed by admins) wins over the token's claim. An admin may
+    invite someone by e-mail before they first sign in; the first sign-in links the subject.
+    """
+    user = session.scalar(select(User).where(User.oidc_subject == subject))
+    email = email.lower() if email else None
+    if user is None and email:
+        invited = session.scalar(
+            select(User).where(User.email == email, User.oidc_subject.is_(None)).with_for_update()
+        )
+        if invited is not None:
+            invited.oidc_subject = subject
+            audit.record(
+                session,
+                Actor.system("oidc-sign-in"),
+                "user.linked",
+                "user",
+                invited.id,
+                after={"oidc_subject": subject},
+            )
+            user = invited
+    if user is None:
+        if claimed_role is None or not auto_provision:
+            raise Forbidden("you have no portal account; ask an administrator to invite you")
+        # Two first requests may race: the unique subject decides, the loser reads the winner.
+        inserted = session.execute(
+            insert(User)
+            .values(id=uuid.uuid4(), email=email, role=claimed_role.value, oidc_subject=subject)
+            .on_conflict_do_nothing()
+            .returning(User.id)
+        ).scalar()
+        user = session.scalars(
+            select(User)
+            .where(User.oidc_subject == subject)
+            .execution_options(populate_existing=True)
+        ).one()
+        if inserted is not None:
+            audit.record(
+                session,
+                Actor.system("oidc-sign-in"),
+                "user.provisioned",
+                "user",
+                user.id,
+                after=user_fields(user),
+            )
+    if not user.active:
+        raise Forbidden("your portal account is deactivated")
+    return user
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    return user
+
+
+def list_users(session: Session, *, limit: int, cursor: str | None) -> list[User]:
+    query = select(User).order_by(User.created_at, User.id).limit(limit)
+    if cursor:
+        created_at, user_id = decode_cursor(cursor, 2)
+        query = query.where(tuple_(User.created_at, User.id) > (created_at, user_id))
+    return list(session.scalars(query))
+
+
+def invite_user(session: Session, actor: Actor, data: UserInvite) -> User:
+    email = data.email.lower()
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise DuplicateValue(f"a user with e-mail {email} already exists", field="email")
+    user = User(email=email, role=data.role, full_name=data.full_name, active=True)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent invite of the same address
+        raise DuplicateValue(f"a user with e-mail {email} already exists", field="email") from exc
+    audit.record(session, actor, "user.invited", "user", user.id, after=user_fields(user))
+    return user
+
+
+def update_user(session: Session, actor: Actor, user_id: uuid.UUID, data: UserUpdate) -> User:
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("user", user_id)
+    changes = data.model_dump(exclude_unset=True)
+    if user.id == actor.user_id and (
+        changes.get("active") is False or changes.get("role", "admin") != "admin"
+    ):
+        raise Conflict("you cannot deactivate yourself or remove your own admin role")
+    before = user_fields(user)
+    for field, value in changes.items():
+        if value is None and field in ("role", "active"):
+            continue
+        setattr(user, field, value)
+    after = user_fields(user)
+    if after != before:
+        audit.record(session, actor, "user.updated", "user", user.id, before=before, after=after)
+    return user
