@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.routes import router as audit_router
@@ -91,7 +92,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge()
             return message
 
         return wrapped
@@ -104,8 +105,15 @@ class RequestGuard:
         await response(scope, _empty_receive, send)
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit while it was being read."""
+class BodyTooLarge(StarletteHTTPException):
+    """A chunked body grew past the limit while it was being read.
+
+    An HTTPException because FastAPI re-raises those from its body parsing; any other
+    exception raised there is turned into a generic 400 and the handler below never runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413)
 
 
 async def _empty_receive() -> Message:

@@ -34,8 +34,8 @@ def read_audit_log(
     if actor_subject:
         query = query.where(AuditEntry.actor_subject == actor_subject)
     if cursor:
-        (before_seq,) = decode_cursor(cursor, 1)
-        query = query.where(AuditEntry.seq < int(before_seq or 0))
+        (before_seq,) = decode_cursor(cursor, 1, parse=(int,))
+        query = query.where(AuditEntry.seq < before_seq)
     rows = list(session.scalars(query))
     next_cursor = encode_cursor(rows[-1].seq) if len(rows) == limit else None
     return Page(items=[AuditEntryOut.model_validate(r) for r in rows], next_cursor=next_cursor)

@@ -28,7 +28,10 @@ def list_products(
     limit: Limit = 50,
     cursor: Cursor = None,
     active: Annotated[bool | None, Query(description="Admins only: filter by state")] = None,
-    q: Annotated[str | None, Query(max_length=100, description="Search in SKU and name")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=100, pattern=r"^[^\x00]*$", description="Search in SKU and name"),
+    ] = None,
 ) -> Page[ProductOut]:
     """Products ordered by SKU. Doctors see active products only."""
     if actor.role != Role.ADMIN:

@@ -30,7 +30,7 @@ from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, StockMovement
 from app.models.base import utcnow
-from app.pagination import decode_cursor
+from app.pagination import CREATED_AT_AND_ID, decode_cursor
 
 # Lot status machine: recalled and expired are final.
 LOT_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -220,7 +220,7 @@ def list_lots(
         .limit(limit)
     )
     if cursor:
-        created_at, lot_id = decode_cursor(cursor, 2)
+        created_at, lot_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(tuple_(Lot.created_at, Lot.id) > (created_at, lot_id))
     return list(session.scalars(query))
 
@@ -236,7 +236,7 @@ def list_movements(
         .limit(limit)
     )
     if cursor:
-        created_at, movement_id = decode_cursor(cursor, 2)
+        created_at, movement_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(
             tuple_(StockMovement.created_at, StockMovement.id) > (created_at, movement_id)
         )

@@ -14,7 +14,7 @@ from app.actor import Actor, Role
 from app.audit import service as audit
 from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
 from app.models import User
-from app.pagination import decode_cursor
+from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.users.schemas import UserInvite, UserUpdate
 
 
@@ -97,7 +97,7 @@ def get_user(session: Session, user_id: uuid.UUID) -> User:
 def list_users(session: Session, *, limit: int, cursor: str | None) -> list[User]:
     query = select(User).order_by(User.created_at, User.id).limit(limit)
     if cursor:
-        created_at, user_id = decode_cursor(cursor, 2)
+        created_at, user_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(tuple_(User.created_at, User.id) > (created_at, user_id))
     return list(session.scalars(query))
 

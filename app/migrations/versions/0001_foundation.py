@@ -154,7 +154,8 @@ def upgrade() -> None:
         ),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.CheckConstraint(
-            "reason IN ('receipt', 'reservation', 'release', 'fulfilment', 'adjustment', 'expiry', 'recall')",
+            "reason IN ('receipt', 'reservation', 'release', 'fulfilment', 'adjustment',"
+            " 'expiry', 'recall')",
             name=op.f("ck_stock_movements_reason"),
         ),
         sa.CheckConstraint(

