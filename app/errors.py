@@ -179,7 +179,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     slug = _HTTP_SLUGS.get(status, "http-error")
     title = HTTPStatus(status).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem(status, slug, title, detail, instance=request.url.path, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem(status, slug, title, detail, instance=request.url.path, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -67,4 +67,4 @@ def update_product(
 def remove_product(product_id: uuid.UUID, actor: AdminActor, session: DbSession) -> ProductRemoval:
     """Deletes a product that never had stock; archives (deactivates) one that did."""
     outcome = service.remove_product(session, actor, product_id)
-    return ProductRemoval(id=product_id, outcome=outcome)  # type: ignore[arg-type]
+    return ProductRemoval(id=product_id, outcome=outcome)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -95,7 +95,9 @@ def update_product(
     return product
 
 
-def remove_product(session: Session, actor: Actor, product_id: uuid.UUID) -> str:
+def remove_product(
+    session: Session, actor: Actor, product_id: uuid.UUID
+) -> Literal["deleted", "archived"]:
     """Delete a product without history; archive one with lots so the history stays whole."""
     product = get_product(session, product_id, for_update=True)
     before = product_fields(product)
@@ -139,7 +141,7 @@ def list_products(
     if cursor:
         (last_sku,) = decode_cursor(cursor, 1)
         query = query.where(Product.sku > last_sku)
-    return [(product, int(available)) for product, available in session.execute(query)]
+    return [(row[0], int(row[1])) for row in session.execute(query).all()]
 
 
 def product_with_quantity(session: Session, product: Product) -> tuple[Product, int]:

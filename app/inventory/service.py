@@ -191,8 +191,8 @@ def adjust_stock(
         reason_code=data.reason,
         note=data.note,
     )
-    lot = session.get(Lot, lot_id, populate_existing=True)
-    assert lot is not None
+    refreshed = session.get(Lot, lot_id, populate_existing=True)
+    assert refreshed is not None
     audit.record(
         session,
         actor,
@@ -206,7 +206,7 @@ def adjust_stock(
             "reason": data.reason,
         },
     )
-    return lot, movement
+    return refreshed, movement
 
 
 def list_lots(

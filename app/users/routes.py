@@ -18,7 +18,7 @@ def _out(user: User) -> UserOut:
     return UserOut(
         id=user.id,
         email=user.email,
-        role=user.role,  # type: ignore[arg-type]
+        role=user.role,
         full_name=user.full_name,
         active=user.active,
         signed_in=user.oidc_subject is not None,
