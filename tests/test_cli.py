@@ -1,0 +1,136 @@
+"""The `portal` command line, run as a new user would: a subprocess with only environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.fixtures.database import TestDatabase
+
+PORTAL = str(Path(sys.executable).parent / "portal")
+
+
+def _env(database: TestDatabase, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_"))}
+    env.update(DATABASE_URL=database.app_url, DATABASE_MIGRATION_URL=database.owner_url, **extra)
+    return env
+
+
+def _portal(database: TestDatabase, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PORTAL, *args], env=_env(database, **extra), capture_output=True, text=True, timeout=180
+    )
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_seed_demo_is_idempotent(fresh_db: TestDatabase) -> None:
+    first = _portal(fresh_db, "seed", "demo")
+    assert first.returncode == 0, first.stderr
+    counts = {
+        t: _count(fresh_db.owner_url, t) for t in ("products", "lots", "stock_movements", "users")
+    }
+    assert counts["products"] >= 10 and counts["lots"] >= 10 and counts["users"] == 2
+
+    second = _portal(fresh_db, "seed", "demo")
+    assert second.returncode == 0, second.stderr
+    assert "0 products added" in second.stdout
+    assert {t: _count(fresh_db.owner_url, t) for t in counts} == counts
+
+
+def test_seed_scale_loads_rows_with_their_ledger(fresh_db: TestDatabase) -> None:
+    result = _portal(fresh_db, "seed", "scale", "--products", "200", "--lots", "3000")
+    assert result.returncode == 0, result.stderr
+    assert "rows/s" in result.stdout
+    assert _count(fresh_db.owner_url, "products") == 200
+    assert _count(fresh_db.owner_url, "lots") == 3000
+    with psycopg.connect(fresh_db.owner_url) as conn:
+        disagreeing = conn.execute(
+            """SELECT count(*) FROM lots l
+               WHERE l.quantity_on_hand <> (SELECT sum(delta_on_hand) FROM stock_movements m
+                                            WHERE m.lot_id = l.id)"""
+        ).fetchone()
+    assert disagreeing == (0,)
+
+
+def test_audit_verify_reports_intact_and_broken_chain(fresh_db: TestDatabase) -> None:
+    assert _portal(fresh_db, "seed", "demo").returncode == 0
+    intact = _portal(fresh_db, "audit", "verify")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "intact" in intact.stdout
+
+    with psycopg.connect(fresh_db.owner_url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE audit_log SET actor_subject = 'someone-else' WHERE seq = 3")
+    broken = _portal(fresh_db, "audit", "verify")
+    assert broken.returncode == 1
+    assert "row 3" in broken.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
+    fresh_db: TestDatabase, tmp_path: Path
+) -> None:
+    api_port, idp_port = _free_port(), _free_port()
+    issuer = f"http://127.0.0.1:{idp_port}"
+    process = subprocess.Popen(
+        [PORTAL, "up", "--api-port", str(api_port)],
+        env=_env(fresh_db, OIDC_ISSUER=issuer, OIDC_AUDIENCE="portal-dev", DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(api + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert httpx.get(api + "/docs").status_code == 200
+
+        token = _portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
+        assert token.returncode == 0, token.stdout + token.stderr
+        headers = {"Authorization": f"Bearer {token.stdout.strip()}"}
+        created = httpx.post(
+            api + "/api/v1/products",
+            headers=headers,
+            json={"sku": "CLI-UP-1", "name": "Gloves", "price_cents": 1200},
+        )
+        assert created.status_code == 201, created.text
+        lot = httpx.post(
+            f"{api}/api/v1/products/{created.json()['id']}/lots",
+            headers=headers,
+            json={"lot_number": "G-1", "quantity": 10},
+        )
+        assert lot.status_code == 201, lot.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert "http://127.0.0.1:" in output and "admin@demo.clinic" in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(api + "/healthz", timeout=1)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(issuer + "/.well-known/openid-configuration", timeout=1)
