@@ -28,6 +28,7 @@ class InvalidCursor(PortalError):
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Page(BaseModel, Generic[T]):
@@ -73,3 +74,11 @@ CREATED_AT_AND_ID: tuple[Callable[[str], Any], ...] = (datetime.fromisoformat, u
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=512, description="`next_cursor` of the last page")]
+
+
+def page_of(
+    items: Sequence[T], rows: Sequence[R], limit: int, key: Callable[[R], tuple[Any, ...]]
+) -> Page[T]:
+    """A page of `items` (built from `rows`); a full page carries the cursor of its last row."""
+    next_cursor = encode_cursor(*key(rows[-1])) if rows and len(rows) == limit else None
+    return Page(items=list(items), next_cursor=next_cursor)

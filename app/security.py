@@ -199,20 +199,28 @@ def current_actor(
         raise NotAuthenticated("send an OIDC access token as `Authorization: Bearer ...`", error="")
     claims = get_verifier().verify(credentials.credentials)
     settings = get_settings()
+    request_id = getattr(request.state, "request_id", None)
+    client_address = request.client.host if request.client else None
     user = users.resolve_signed_in_user(
         session,
         subject=str(claims["sub"]),
         email=claims.get("email"),
         claimed_role=claimed_role(claims, settings.oidc_role_claim),
         auto_provision=settings.auto_provision_users,
+        via=Actor(
+            subject="system:oidc-sign-in",
+            role=Role.SYSTEM,
+            request_id=request_id,
+            client_address=client_address,
+        ),
     )
     return Actor(
         subject=str(claims["sub"]),
         role=Role(user.role),
         user_id=user.id,
         email=user.email,
-        request_id=getattr(request.state, "request_id", None),
-        client_address=request.client.host if request.client else None,
+        request_id=request_id,
+        client_address=client_address,
     )
 
 

@@ -9,7 +9,7 @@ from app.audit import service
 from app.audit.schemas import AuditEntryOut, ChainStatus
 from app.db import DbSession
 from app.models import AuditEntry
-from app.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from app.security import AdminActor
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -37,8 +37,8 @@ def read_audit_log(
         (before_seq,) = decode_cursor(cursor, 1, parse=(int,))
         query = query.where(AuditEntry.seq < before_seq)
     rows = list(session.scalars(query))
-    next_cursor = encode_cursor(rows[-1].seq) if len(rows) == limit else None
-    return Page(items=[AuditEntryOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    items = [AuditEntryOut.model_validate(r) for r in rows]
+    return page_of(items, rows, limit, lambda row: (row.seq,))
 
 
 @router.get("/verification", response_model=ChainStatus)

@@ -11,7 +11,7 @@ from app.catalog.schemas import ProductCreate, ProductOut, ProductRemoval, Produ
 from app.db import DbSession
 from app.errors import NotFound
 from app.models import Product
-from app.pagination import Cursor, Limit, Page, encode_cursor
+from app.pagination import Cursor, Limit, Page, page_of
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(prefix="/products", tags=["catalog"])
@@ -37,8 +37,7 @@ def list_products(
     if actor.role != Role.ADMIN:
         active = True
     rows = service.list_products(session, limit=limit, cursor=cursor, active=active, search=q)
-    next_cursor = encode_cursor(rows[-1][0].sku) if len(rows) == limit else None
-    return Page(items=[_out(p, n) for p, n in rows], next_cursor=next_cursor)
+    return page_of([_out(p, n) for p, n in rows], rows, limit, lambda row: (row[0].sku,))
 
 
 @router.post("", response_model=ProductOut, status_code=status.HTTP_201_CREATED)

@@ -15,11 +15,15 @@ from app.inventory.schemas import (
     StockAdjustment,
     StockMovementOut,
 )
-from app.models import Lot
-from app.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.models import Lot, StockMovement
+from app.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(tags=["inventory"])
+
+
+def _created_key(row: Lot | StockMovement) -> tuple[str, uuid.UUID]:
+    return row.created_at.isoformat(), row.id
 
 
 def _lot_out(lot: Lot) -> LotOut:
@@ -47,10 +51,7 @@ def list_lots(
     cursor: Cursor = None,
 ) -> Page[LotOut]:
     lots = service.list_lots(session, product_id, limit=limit, cursor=cursor)
-    next_cursor = (
-        encode_cursor(lots[-1].created_at.isoformat(), lots[-1].id) if len(lots) == limit else None
-    )
-    return Page(items=[_lot_out(lot) for lot in lots], next_cursor=next_cursor)
+    return page_of([_lot_out(lot) for lot in lots], lots, limit, _created_key)
 
 
 @router.get("/lots/{lot_id}", response_model=LotOut)
@@ -89,10 +90,8 @@ def list_movements(
 ) -> Page[StockMovementOut]:
     """The lot's ledger, oldest first."""
     rows = service.list_movements(session, lot_id, limit=limit, cursor=cursor)
-    next_cursor = (
-        encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if len(rows) == limit else None
-    )
-    return Page(items=[StockMovementOut.model_validate(m) for m in rows], next_cursor=next_cursor)
+    items = [StockMovementOut.model_validate(m) for m in rows]
+    return page_of(items, rows, limit, _created_key)
 
 
 @router.get("/inventory/low-stock", response_model=Page[LowStockItem])
@@ -117,5 +116,4 @@ def low_stock(
         )
         for row in rows
     ]
-    next_cursor = encode_cursor(rows[-1]["sku"]) if len(rows) == limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return page_of(items, rows, limit, lambda row: (row["sku"],))

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from app.db import DbSession
 from app.models import User
-from app.pagination import Cursor, Limit, Page, encode_cursor
+from app.pagination import Cursor, Limit, Page, page_of
 from app.security import AdminActor, StaffActor
 from app.users import service
 from app.users.schemas import UserInvite, UserOut, UserUpdate
@@ -37,10 +37,7 @@ def list_users(
     actor: AdminActor, session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[UserOut]:
     rows = service.list_users(session, limit=limit, cursor=cursor)
-    next_cursor = (
-        encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if len(rows) == limit else None
-    )
-    return Page(items=[_out(u) for u in rows], next_cursor=next_cursor)
+    return page_of([_out(u) for u in rows], rows, limit, lambda u: (u.created_at.isoformat(), u.id))
 
 
 @router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)

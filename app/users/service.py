@@ -35,6 +35,7 @@ def resolve_signed_in_user(
     email: str | None,
     claimed_role: Role | None,
     auto_provision: bool,
+    via: Actor | None = None,
 ) -> User:
     """The `users` row of a verified token's subject.
 
@@ -43,6 +44,7 @@ def resolve_signed_in_user(
     """
     user = session.scalar(select(User).where(User.oidc_subject == subject))
     email = email.lower() if email else None
+    via = via or Actor.system("oidc-sign-in")
     if user is None and email:
         invited = session.scalar(
             select(User).where(User.email == email, User.oidc_subject.is_(None)).with_for_update()
@@ -51,7 +53,7 @@ def resolve_signed_in_user(
             invited.oidc_subject = subject
             audit.record(
                 session,
-                Actor.system("oidc-sign-in"),
+                via,
                 "user.linked",
                 "user",
                 invited.id,
@@ -76,7 +78,7 @@ def resolve_signed_in_user(
         if inserted is not None:
             audit.record(
                 session,
-                Actor.system("oidc-sign-in"),
+                via,
                 "user.provisioned",
                 "user",
                 user.id,
