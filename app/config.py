@@ -13,7 +13,9 @@ Environment = Literal["development", "test", "production"]
 
 # Values that only make sense on a developer's machine; production refuses to start with them.
 DEV_OIDC_CLIENT_SECRET = "portal-dev-secret"  # noqa: S105 - a public development default
-DEV_PHI_KEY = "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGkhIQ=="
+# 32-byte development keys (base64). Synthetic data only; production refuses them.
+DEV_PHI_KEYS = "dev1:ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGk="
+DEV_PHI_HASH_KEY = "ZGV2ZWxvcG1lbnQtbG9vay11cC1oYXNoLWtleS0wMDA="
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,16 @@ class Settings(BaseSettings):
     # New users seen with a valid role claim are created on first request.
     auto_provision_users: bool = True
 
+    # PHI field encryption: `id:base64key,...` (AES-256); new values use the active key.
+    phi_encryption_keys: str = DEV_PHI_KEYS
+    phi_active_key_id: str = "dev1"
+    # HMAC key for look-up hashes (e-mail); rotating it needs a re-hash of every patient.
+    phi_hash_key: str = DEV_PHI_HASH_KEY
+
+    # Orders: how long a patient has to pay, and how much shelf life a lot must still have.
+    order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
+    min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
+
     @property
     def expected_audience(self) -> str:
         return self.oidc_audience or self.oidc_client_id
@@ -62,6 +74,8 @@ class Settings(BaseSettings):
                 raise ValueError("OIDC_CLIENT_SECRET must be set in production")
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production")
+            if self.phi_encryption_keys == DEV_PHI_KEYS or self.phi_hash_key == DEV_PHI_HASH_KEY:
+                raise ValueError("PHI_ENCRYPTION_KEYS and PHI_HASH_KEY must be set in production")
         return self
 
 

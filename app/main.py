@@ -14,6 +14,8 @@ from app.catalog.routes import router as catalog_router
 from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
+from app.orders.routes import router as orders_router
+from app.patients.routes import router as patients_router
 from app.security import Public
 from app.users.routes import router as users_router
 
@@ -158,7 +160,14 @@ def create_app() -> FastAPI:
     app.add_exception_handler(BodyTooLarge, body_too_large)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (catalog_router, inventory_router, users_router, audit_router):
+    for router in (
+        catalog_router,
+        inventory_router,
+        patients_router,
+        orders_router,
+        users_router,
+        audit_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_public_router())

@@ -59,7 +59,7 @@ def get_lot(session: Session, lot_id: uuid.UUID) -> Lot:
     return lot
 
 
-def _movement(
+def record_movement(
     session: Session,
     actor: Actor,
     lot_id: uuid.UUID,
@@ -121,7 +121,7 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
         raise DuplicateValue(
             f"lot {data.lot_number} of {product.sku} was already received", field="lot_number"
         ) from exc
-    _movement(session, actor, lot.id, delta_on_hand=data.quantity, reason="receipt")
+    record_movement(session, actor, lot.id, delta_on_hand=data.quantity, reason="receipt")
     session.refresh(lot)
     audit.record(session, actor, "lot.received", "lot", lot.id, after=lot_fields(lot))
     return lot
@@ -182,7 +182,7 @@ def adjust_stock(
             quantity_reserved=lot.quantity_reserved,
             quantity_free=free,
         )
-    movement = _movement(
+    movement = record_movement(
         session,
         actor,
         lot_id,

@@ -3,8 +3,23 @@
 from app.models.audit_entry import AuditEntry
 from app.models.base import Base
 from app.models.lot import Lot
+from app.models.lot_allocation import LotAllocation
+from app.models.order import Order
+from app.models.order_item import OrderItem
+from app.models.patient import Patient
 from app.models.product import Product
 from app.models.stock_movement import StockMovement
 from app.models.user import User
 
-__all__ = ["AuditEntry", "Base", "Lot", "Product", "StockMovement", "User"]
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Lot",
+    "LotAllocation",
+    "Order",
+    "OrderItem",
+    "Patient",
+    "Product",
+    "StockMovement",
+    "User",
+]

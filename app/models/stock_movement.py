@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UUIDPrimaryKey
@@ -40,6 +40,8 @@ class StockMovement(UUIDPrimaryKey, Base):
     # For adjustments: damaged, count_correction, returned, expired, other.
     reason_code: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(String(500))
-    order_id: Mapped[uuid.UUID | None]
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"), index=True)
     actor_subject: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Insertion order (rows of one transaction share created_at).
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)

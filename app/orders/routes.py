@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.db import DbSession
+from app.orders import service
+from app.orders.schemas import (
+    OrderCancel,
+    OrderCreate,
+    OrderEdit,
+    OrderOut,
+    OrderStatus,
+    OrderSummary,
+)
+from app.pagination import Cursor, Limit, Page, page_of
+from app.security import AdminActor, StaffActor
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+@router.post("", response_model=OrderOut, status_code=status.HTTP_201_CREATED)
+def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> OrderOut:
+    """Order for a patient: prices captured now, stock reserved first-expiry-first-out.
+
+    409 `/problems/insufficient-stock` names the product, what was asked and what is available;
+    then nothing is reserved for any item.
+    """
+    order = service.create_order(session, actor, data)
+    return service.order_view(session, actor, order)
+
+
+@router.get("", response_model=Page[OrderSummary])
+def list_orders(
+    actor: StaffActor,
+    session: DbSession,
+    status: Annotated[OrderStatus | None, Query()] = None,
+    patient_id: Annotated[uuid.UUID | None, Query()] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[OrderSummary]:
+    """Newest first. Doctors see the orders of their own patients."""
+    rows = service.list_orders(
+        session, actor, status=status, patient_id=patient_id, limit=limit, cursor=cursor
+    )
+    items = [OrderSummary.model_validate(o, from_attributes=True) for o in rows]
+    return page_of(items, rows, limit, lambda o: (o.created_at.isoformat(), o.id))
+
+
+@router.get("/{order_id}", response_model=OrderOut)
+def get_order(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> OrderOut:
+    order = service.get_visible_order(session, actor, order_id)
+    return service.order_view(session, actor, order, audit_read=True)
+
+
+@router.patch("/{order_id}", response_model=OrderOut)
+def edit_order(
+    order_id: uuid.UUID, data: OrderEdit, actor: StaffActor, session: DbSession
+) -> OrderOut:
+    """Replace the items of a pending order; stock is re-reserved all or nothing."""
+    order = service.edit_items(session, actor, order_id, data.items)
+    return service.order_view(session, actor, order)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut)
+def cancel_order(
+    order_id: uuid.UUID, actor: StaffActor, session: DbSession, data: OrderCancel | None = None
+) -> OrderOut:
+    """Cancel a pending or paid order and release its stock."""
+    order = service.cancel_order(session, actor, order_id, data.reason if data else None)
+    return service.order_view(session, actor, order)
+
+
+@router.post("/{order_id}/fulfil", response_model=OrderOut)
+def fulfil_order(order_id: uuid.UUID, actor: AdminActor, session: DbSession) -> OrderOut:
+    """Ship a paid order: its reserved units leave stock."""
+    order = service.fulfil_order(session, actor, order_id)
+    return service.order_view(session, actor, order)

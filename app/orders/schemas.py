@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.schemas import Quantity, StrictInput
+
+OrderStatus = Literal["pending", "paid", "fulfilled", "cancelled"]
+OrderNote = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class OrderLine(StrictInput):
+    product_id: uuid.UUID
+    quantity: Quantity
+
+
+class OrderCreate(StrictInput):
+    patient_id: uuid.UUID
+    items: list[OrderLine] = Field(min_length=1, max_length=50)
+    note: OrderNote | None = None
+
+
+class OrderEdit(StrictInput):
+    items: list[OrderLine] = Field(min_length=1, max_length=50)
+
+
+class OrderCancel(StrictInput):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class AllocationOut(BaseModel):
+    lot_id: uuid.UUID
+    lot_number: str
+    expiration_date: date | None
+    quantity: int
+
+
+class OrderItemOut(BaseModel):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+    line_total_cents: int
+    allocations: list[AllocationOut]
+
+
+class OrderOut(BaseModel):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    doctor_id: uuid.UUID | None
+    status: OrderStatus
+    total_cents: int
+    currency: str
+    note: str | None
+    items: list[OrderItemOut]
+    created_at: datetime
+    expires_at: datetime
+    paid_at: datetime | None
+    fulfilled_at: datetime | None
+    cancelled_at: datetime | None
+    cancellation_reason: str | None
+
+
+class OrderSummary(BaseModel):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    doctor_id: uuid.UUID | None
+    status: OrderStatus
+    total_cents: int
+    currency: str
+    created_at: datetime
+    expires_at: datetime

@@ -1,0 +1,353 @@
+"""Orders: a doctor (or admin) orders for a patient; stock is reserved in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, delete, select, tuple_
+from sqlalchemy.orm import Session
+
+from app import phi
+from app.actor import Actor, Role
+from app.audit import service as audit
+from app.config import get_settings
+from app.errors import NotFound, Unprocessable
+from app.inventory import allocation
+from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Product
+from app.models.base import utcnow
+from app.orders import state
+from app.orders.schemas import (
+    AllocationOut,
+    OrderCreate,
+    OrderItemOut,
+    OrderLine,
+    OrderOut,
+)
+from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.patients.service import get_visible_patient
+
+
+def note_context(order_id: uuid.UUID) -> str:
+    return f"orders.note.{order_id}"
+
+
+def visible_orders(actor: Actor) -> Select[Order]:
+    """Orders the actor may see: a doctor those of their own patients."""
+    query = select(Order)
+    if actor.role == Role.DOCTOR:
+        query = query.join(Patient, Patient.id == Order.patient_id).where(
+            Patient.doctor_id == actor.user_id
+        )
+    return query
+
+
+def get_visible_order(
+    session: Session, actor: Actor, order_id: uuid.UUID, *, for_update: bool = False
+) -> Order:
+    query = visible_orders(actor).where(Order.id == order_id)
+    if for_update:
+        query = query.with_for_update(of=Order)
+    order = session.scalar(query)
+    if order is None:
+        raise NotFound("order", order_id)
+    return order
+
+
+def _merge(lines: list[OrderLine]) -> dict[uuid.UUID, int]:
+    quantities: dict[uuid.UUID, int] = defaultdict(int)
+    for line in lines:
+        quantities[line.product_id] += line.quantity
+    return dict(quantities)
+
+
+def _orderable_products(session: Session, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
+    products = {
+        p.id: p for p in session.scalars(select(Product).where(Product.id.in_(product_ids)))
+    }
+    for product_id in product_ids:
+        product = products.get(product_id)
+        if product is None:
+            raise Unprocessable(f"product {product_id} does not exist", field="items")
+        if not product.active:
+            raise Unprocessable(f"product {product.sku} is archived", field="items")
+    return products
+
+
+def _items(
+    order: Order,
+    quantities: dict[uuid.UUID, int],
+    products: dict[uuid.UUID, Product],
+    keep_prices: dict[uuid.UUID, int] | None = None,
+) -> list[OrderItem]:
+    keep_prices = keep_prices or {}
+    return [
+        OrderItem(
+            id=uuid.uuid4(),
+            order_id=order.id,
+            product_id=product_id,
+            quantity=quantity,
+            unit_price_cents=keep_prices.get(product_id, products[product_id].price_cents),
+        )
+        for product_id, quantity in sorted(quantities.items())
+    ]
+
+
+def _summary(order: Order, items: list[OrderItem]) -> dict[str, Any]:
+    return {
+        "status": order.status,
+        "patient_id": order.patient_id,
+        "total_cents": order.total_cents,
+        "items": [
+            {
+                "product_id": i.product_id,
+                "quantity": i.quantity,
+                "unit_price_cents": i.unit_price_cents,
+            }
+            for i in items
+        ],
+    }
+
+
+def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
+    settings = get_settings()
+    patient = get_visible_patient(session, actor, data.patient_id)
+    quantities = _merge(data.items)
+    products = _orderable_products(session, list(quantities))
+    now = utcnow()
+    order = Order(
+        id=uuid.uuid4(),
+        patient_id=patient.id,
+        doctor_id=actor.user_id if actor.role == Role.DOCTOR else patient.doctor_id,
+        status="pending",
+        currency="usd",
+        expires_at=now + timedelta(hours=settings.order_payment_ttl_hours),
+    )
+    if data.note:
+        order.note_encrypted = phi.encrypt(data.note, note_context(order.id))
+    items = _items(order, quantities, products)
+    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
+    session.add(order)
+    session.flush()
+    session.add_all(items)
+    session.flush()
+    allocation.reserve(
+        session,
+        actor,
+        order.id,
+        items,
+        products,
+        min_shelf_life_days=settings.min_remaining_shelf_life_days,
+    )
+    audit.record(
+        session,
+        actor,
+        "order.created",
+        "order",
+        order.id,
+        after={**_summary(order, items), "note": data.note},
+        redact={"note"},
+    )
+    return order
+
+
+def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(session.scalars(select(OrderItem.id).where(OrderItem.order_id == order_id)))
+
+
+def edit_items(
+    session: Session, actor: Actor, order_id: uuid.UUID, lines: list[OrderLine]
+) -> Order:
+    """Replace a pending order's items, re-reserving atomically (all or nothing)."""
+    settings = get_settings()
+    order = get_visible_order(session, actor, order_id, for_update=True)
+    state.ensure_can_become(order, "paid")  # only a pending order can still change
+    old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))
+    before = _summary(order, old_items)
+    quantities = _merge(lines)
+    products = _orderable_products(session, list(quantities))
+    allocation.release(session, actor, order.id, [i.id for i in old_items], delete_allocations=True)
+    kept_prices = {i.product_id: i.unit_price_cents for i in old_items}
+    session.execute(delete(OrderItem).where(OrderItem.order_id == order.id))
+    items = _items(order, quantities, products, keep_prices=kept_prices)
+    session.add_all(items)
+    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
+    order.updated_at = utcnow()
+    session.flush()
+    allocation.reserve(
+        session,
+        actor,
+        order.id,
+        items,
+        products,
+        min_shelf_life_days=settings.min_remaining_shelf_life_days,
+    )
+    audit.record(
+        session,
+        actor,
+        "order.edited",
+        "order",
+        order.id,
+        before=before,
+        after=_summary(order, items),
+    )
+    return order
+
+
+def cancel_order(
+    session: Session, actor: Actor, order_id: uuid.UUID, reason: str | None = None
+) -> Order:
+    order = get_visible_order(session, actor, order_id, for_update=True)
+    return _cancel(session, actor, order, reason or "cancelled by staff")
+
+
+def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
+    before = order.status
+    state.move_to(order, "cancelled", utcnow())
+    order.cancellation_reason = reason
+    allocation.release(session, actor, order.id, _item_ids(session, order.id))
+    audit.record(
+        session,
+        actor,
+        "order.cancelled",
+        "order",
+        order.id,
+        before={"status": before},
+        after={"status": "cancelled", "reason": reason},
+    )
+    return order
+
+
+def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
+    """Record that the order was paid (called by the payments flow)."""
+    order = get_visible_order(session, actor, order_id, for_update=True)
+    state.move_to(order, "paid", utcnow())
+    audit.record(
+        session,
+        actor,
+        "order.paid",
+        "order",
+        order.id,
+        before={"status": "pending"},
+        after={"status": "paid"},
+    )
+    return order
+
+
+def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
+    order = get_visible_order(session, actor, order_id, for_update=True)
+    state.ensure_can_become(order, "fulfilled")
+    allocation.consume(session, actor, order.id, _item_ids(session, order.id))
+    state.move_to(order, "fulfilled", utcnow())
+    audit.record(
+        session,
+        actor,
+        "order.fulfilled",
+        "order",
+        order.id,
+        before={"status": "paid"},
+        after={"status": "fulfilled"},
+    )
+    return order
+
+
+def expire_unpaid_orders(
+    session: Session, actor: Actor, *, now: datetime | None = None, batch: int = 200
+) -> int:
+    """Cancel pending orders whose payment window has closed, releasing their stock.
+
+    Rows locked by a concurrent payment are skipped (SKIP LOCKED) and picked up next run.
+    """
+    now = now or utcnow()
+    orders = list(
+        session.scalars(
+            select(Order)
+            .where(Order.status == "pending", Order.expires_at <= now)
+            .order_by(Order.expires_at, Order.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for order in orders:
+        _cancel(session, actor, order, "payment window expired")
+    return len(orders)
+
+
+def list_orders(
+    session: Session,
+    actor: Actor,
+    *,
+    status: str | None,
+    patient_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> list[Order]:
+    query = visible_orders(actor).order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    if status:
+        query = query.where(Order.status == status)
+    if patient_id:
+        query = query.where(Order.patient_id == patient_id)
+    if cursor:
+        created_at, order_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
+        query = query.where(tuple_(Order.created_at, Order.id) < (created_at, order_id))
+    return list(session.scalars(query))
+
+
+def order_view(
+    session: Session, actor: Actor, order: Order, *, audit_read: bool = False
+) -> OrderOut:
+    rows = session.execute(
+        select(OrderItem, Product.sku, Product.name)
+        .join(Product, Product.id == OrderItem.product_id)
+        .where(OrderItem.order_id == order.id)
+        .order_by(Product.sku)
+    ).all()
+    allocations: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
+    for alloc, lot in session.execute(
+        select(LotAllocation, Lot)
+        .join(Lot, Lot.id == LotAllocation.lot_id)
+        .where(LotAllocation.order_item_id.in_([row[0].id for row in rows]))
+        .order_by(Lot.expiration_date, Lot.id)
+    ).all():
+        allocations[alloc.order_item_id].append(
+            AllocationOut(
+                lot_id=lot.id,
+                lot_number=lot.lot_number,
+                expiration_date=lot.expiration_date,
+                quantity=alloc.quantity,
+            )
+        )
+    note = (
+        phi.decrypt(order.note_encrypted, note_context(order.id)) if order.note_encrypted else None
+    )
+    if audit_read and note is not None:
+        audit.record(session, actor, "order.read", "order", order.id)
+    return OrderOut(
+        id=order.id,
+        patient_id=order.patient_id,
+        doctor_id=order.doctor_id,
+        status=order.status,
+        total_cents=order.total_cents,
+        currency=order.currency,
+        note=note,
+        items=[
+            OrderItemOut(
+                product_id=item.product_id,
+                sku=sku,
+                name=name,
+                quantity=item.quantity,
+                unit_price_cents=item.unit_price_cents,
+                line_total_cents=item.quantity * item.unit_price_cents,
+                allocations=allocations[item.id],
+            )
+            for item, sku, name in rows
+        ],
+        created_at=order.created_at,
+        expires_at=order.expires_at,
+        paid_at=order.paid_at,
+        fulfilled_at=order.fulfilled_at,
+        cancelled_at=order.cancelled_at,
+        cancellation_reason=order.cancellation_reason,
+    )

@@ -1,0 +1,185 @@
+"""Patients and their PHI. Decryption happens here only, and every decryption is audited."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import phi
+from app.actor import Actor, Role
+from app.audit import service as audit
+from app.errors import DuplicateValue, NotFound, Unprocessable
+from app.models import Patient, User
+from app.models.patient import PHI_FIELDS
+from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.patients.schemas import PatientCreate, PatientOut
+
+
+def phi_context(patient_id: uuid.UUID, field: str) -> str:
+    return f"patients.{field}.{patient_id}"
+
+
+def visible_patients(actor: Actor) -> Select[Patient]:
+    """Patients the actor may see: a doctor their own, admins and the system all."""
+    query = select(Patient)
+    if actor.role == Role.DOCTOR:
+        query = query.where(Patient.doctor_id == actor.user_id)
+    return query
+
+
+def get_visible_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, *, for_update: bool = False
+) -> Patient:
+    """The patient, or the same 404 whether it is missing or someone else's."""
+    query = visible_patients(actor).where(Patient.id == patient_id)
+    if for_update:
+        query = query.with_for_update()
+    patient = session.scalar(query)
+    if patient is None:
+        raise NotFound("patient", patient_id)
+    return patient
+
+
+def _owner_for(session: Session, actor: Actor, requested: uuid.UUID | None) -> uuid.UUID | None:
+    if actor.role == Role.DOCTOR:
+        if requested is not None and requested != actor.user_id:
+            raise Unprocessable("doctors create patients for themselves; omit doctor_id")
+        return actor.user_id
+    if requested is None:
+        raise Unprocessable("doctor_id is required: the doctor who owns the patient")
+    doctor = session.get(User, requested)
+    if doctor is None or doctor.role != Role.DOCTOR.value or not doctor.active:
+        raise Unprocessable(f"{requested} is not an active doctor", field="doctor_id")
+    return doctor.id
+
+
+def create_patient(session: Session, actor: Actor, data: PatientCreate) -> PatientOut:
+    doctor_id = _owner_for(session, actor, data.doctor_id)
+    email_hash = phi.lookup_hash(phi.normalise_email(data.email))
+    existing = session.scalar(
+        select(Patient.id).where(Patient.doctor_id == doctor_id, Patient.email_hash == email_hash)
+    )
+    if existing is not None:
+        raise DuplicateValue(
+            "this doctor already has a patient with that e-mail", patient_id=str(existing)
+        )
+    patient_id = uuid.uuid4()
+    values = {
+        "name": data.name,
+        "email": phi.normalise_email(data.email),
+        "phone": data.phone,
+        "date_of_birth": data.date_of_birth.isoformat(),
+    }
+    patient = Patient(
+        id=patient_id,
+        doctor_id=doctor_id,
+        email_hash=email_hash,
+        **{f"{f}_encrypted": phi.encrypt(v, phi_context(patient_id, f)) for f, v in values.items()},
+    )
+    session.add(patient)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise DuplicateValue("this doctor already has a patient with that e-mail") from exc
+    session.refresh(patient)
+    audit.record(
+        session,
+        actor,
+        "patient.created",
+        "patient",
+        patient.id,
+        after={"doctor_id": doctor_id, **values},
+        redact=PHI_FIELDS,
+    )
+    return decrypt_patient(patient)
+
+
+def decrypt_patient(patient: Patient) -> PatientOut:
+    def field(name: str) -> str:
+        return phi.decrypt(getattr(patient, f"{name}_encrypted"), phi_context(patient.id, name))
+
+    return PatientOut(
+        id=patient.id,
+        doctor_id=patient.doctor_id,
+        name=field("name"),
+        email=field("email"),
+        phone=field("phone"),
+        date_of_birth=date.fromisoformat(field("date_of_birth")),
+        created_at=patient.created_at,
+    )
+
+
+def read_patient(session: Session, actor: Actor, patient_id: uuid.UUID) -> PatientOut:
+    patient = get_visible_patient(session, actor, patient_id)
+    view = decrypt_patient(patient)
+    audit.record(session, actor, "patient.read", "patient", patient.id)
+    return view
+
+
+def find_patients(
+    session: Session,
+    actor: Actor,
+    *,
+    email: str | None,
+    limit: int,
+    cursor: str | None,
+) -> list[PatientOut]:
+    """The actor's patients (newest first), optionally by e-mail; each one read is audited."""
+    query = (
+        visible_patients(actor).order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
+    )
+    if email:
+        query = query.where(Patient.email_hash == phi.lookup_hash(phi.normalise_email(email)))
+    if cursor:
+        created_at, patient_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
+        query = query.where(tuple_(Patient.created_at, Patient.id) < (created_at, patient_id))
+    patients = list(session.scalars(query))
+    views = [decrypt_patient(p) for p in patients]
+    for patient in patients:
+        audit.record(session, actor, "patient.read", "patient", patient.id)
+    return views
+
+
+def rotate_keys(
+    session: Session, *, batch: int = 500, progress: Callable[[int], None] | None = None
+) -> int:
+    """Re-encrypt every PHI value not sealed by the active key. Returns patients re-encrypted.
+
+    Runs in batches; each value is decrypted with the key it names, so it can resume after an
+    interruption. The caller commits.
+    """
+    keys = phi.phi_keys()
+    changed = 0
+    last: uuid.UUID | None = None
+    while True:
+        query = select(Patient).order_by(Patient.id).limit(batch).with_for_update()
+        if last is not None:
+            query = query.where(Patient.id > last)
+        patients = list(session.scalars(query))
+        if not patients:
+            return changed
+        for patient in patients:
+            touched = False
+            for name in PHI_FIELDS:
+                column = f"{name}_encrypted"
+                value: str = getattr(patient, column)
+                if phi.key_id_of(value) != keys.active_key_id:
+                    context = phi_context(patient.id, name)
+                    setattr(patient, column, phi.encrypt(phi.decrypt(value, context), context))
+                    touched = True
+            changed += touched
+        session.flush()
+        if progress:
+            progress(len(patients))
+        last = patients[-1].id
+
+
+def patient_summary(patient: Patient) -> dict[str, Any]:
+    return {"id": patient.id, "doctor_id": patient.doctor_id}
