@@ -21,9 +21,13 @@ cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_comp
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 seed_cli = typer.Typer(help="Demo and scale data", no_args_is_help=True)
 audit_cli = typer.Typer(help="The audit log", no_args_is_help=True)
+keys_cli = typer.Typer(help="PHI encryption keys", no_args_is_help=True)
+orders_cli = typer.Typer(help="Order housekeeping", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(seed_cli, name="seed")
 cli.add_typer(audit_cli, name="audit")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(orders_cli, name="orders")
 console = Console()
 
 
@@ -185,6 +189,60 @@ def audit_verify() -> None:
     broken = f"[red]audit chain broken at row {result.first_break.seq}[/red]"
     console.print(f"{broken}: {result.first_break.problem}")
     raise typer.Exit(1)
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every PHI value with the active key (PHI_ACTIVE_KEY_ID); safe to re-run."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from app.actor import Actor
+    from app.audit import service as audit
+    from app.db import make_engine
+    from app.models import Patient
+    from app.patients.service import rotate_keys
+
+    engine = make_engine(_urls().app, pool_size=1)
+    with Session(engine) as session, session.begin():
+        total = session.scalar(select(func.count()).select_from(Patient)) or 0
+        with _progress() as progress:
+            task = progress.add_task("re-encrypting", total=total)
+            changed = rotate_keys(session, progress=lambda n: progress.advance(task, n))
+        audit.record(
+            session,
+            Actor.system("keys-rotate"),
+            "phi.keys_rotated",
+            "patient",
+            "*",
+            after={
+                "patients_reencrypted": changed,
+                "active_key_id": get_settings().phi_active_key_id,
+            },
+        )
+    engine.dispose()
+    console.print(f"{changed} of {total} patients re-encrypted with the active key")
+
+
+@orders_cli.command("expire")
+def orders_expire() -> None:
+    """Cancel unpaid orders whose payment window (ORDER_PAYMENT_TTL_HOURS) has closed."""
+    from sqlalchemy.orm import Session
+
+    from app.actor import Actor
+    from app.db import make_engine
+    from app.orders.service import expire_unpaid_orders
+
+    engine = make_engine(_urls().app, pool_size=1)
+    total = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            expired = expire_unpaid_orders(session, Actor.system("order-expiry"))
+        total += expired
+        if expired == 0:
+            break
+    engine.dispose()
+    console.print(f"{total} unpaid orders expired; their stock was released")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -14,14 +14,18 @@ import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.actor import Actor
+from app.actor import Actor, Role
 from app.audit import service as audit
 from app.catalog import service as catalog
 from app.catalog.schemas import ProductCreate
 from app.dev_identity import DEMO_USERS
 from app.inventory import service as inventory
 from app.inventory.schemas import LotReceive, LotStatusChange
-from app.models import Lot, Product, User
+from app.models import Lot, Patient, Product, User
+from app.orders import service as orders_service
+from app.orders.schemas import OrderCreate, OrderLine
+from app.patients import service as patients_service
+from app.patients.schemas import PatientCreate
 
 SEED_ACTOR = Actor.system("seed")
 
@@ -118,7 +122,7 @@ DEMO_CATALOG: list[
 
 def seed_demo(session: Session) -> dict[str, int]:
     """Create the demo users, catalog and lots that are missing; running it twice adds nothing."""
-    created = {"users": 0, "products": 0, "lots": 0}
+    created = {"users": 0, "products": 0, "lots": 0, "orders": 0}
     for role, person in DEMO_USERS.items():
         if session.scalar(select(User.id).where(User.email == person["email"])) is None:
             user = User(
@@ -179,7 +183,58 @@ def seed_demo(session: Session) -> dict[str, int]:
             held.id,
             LotStatusChange(status="quarantined", reason="Cold-chain excursion under review"),
         )
+    created["orders"] = _seed_demo_orders(session)
     return created
+
+
+# Synthetic people only.
+DEMO_PATIENTS = [
+    ("Avery Example", "avery.example@example.com", "+1 555 0101", date(1978, 4, 12)),
+    ("Blake Sample", "blake.sample@example.com", "+1 555 0102", date(1991, 9, 30)),
+    ("Casey Placeholder", "casey.placeholder@example.com", "+1 555 0103", date(1965, 1, 7)),
+]
+
+
+def _seed_demo_orders(session: Session) -> int:
+    """Demo patients of the demo doctor, with an order in each state (once)."""
+    doctor = session.scalar(select(User).where(User.email == DEMO_USERS["doctor"]["email"]))
+    if doctor is None or session.scalar(select(Patient.id).where(Patient.doctor_id == doctor.id)):
+        return 0
+    actor = Actor(
+        subject=doctor.oidc_subject or doctor.email or "",
+        role=Role.DOCTOR,
+        user_id=doctor.id,
+        email=doctor.email,
+    )
+    patients = [
+        patients_service.create_patient(
+            session,
+            actor,
+            PatientCreate(name=name, email=email, phone=phone, date_of_birth=born),
+        )
+        for name, email, phone, born in DEMO_PATIENTS
+    ]
+    skus = {p.sku: p.id for p in session.scalars(select(Product))}
+
+    def order(
+        patient_index: int, lines: list[tuple[str, int]], note: str | None = None
+    ) -> uuid.UUID:
+        data = OrderCreate(
+            patient_id=patients[patient_index].id,
+            items=[OrderLine(product_id=skus[sku], quantity=qty) for sku, qty in lines],
+            note=note,
+        )
+        return orders_service.create_order(session, actor, data).id
+
+    order(0, [("SEMA-0.25", 1), ("SYR-1ML", 1)], note="Start at 0.25 mg weekly")
+    paid = order(1, [("B12-1000", 2)])
+    orders_service.mark_paid(session, SEED_ACTOR, paid)
+    shipped = order(2, [("GLU-STRIP", 2), ("ALC-PAD", 1)])
+    orders_service.mark_paid(session, SEED_ACTOR, shipped)
+    orders_service.fulfil_order(session, SEED_ACTOR, shipped)
+    dropped = order(0, [("FLU-26", 1)])
+    orders_service.cancel_order(session, actor, dropped, "patient changed their mind")
+    return 4
 
 
 @dataclass(frozen=True)
