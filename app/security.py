@@ -145,6 +145,9 @@ class TokenVerifier:
             raise NotAuthenticated("the token is from another issuer") from exc
         except jwt.PyJWTError as exc:
             raise NotAuthenticated(f"the token is not valid: {exc}") from exc
+        if "nonce" in claims or "at_hash" in claims:
+            # An ID token proves a sign-in to the client; it does not authorise API calls.
+            raise NotAuthenticated("an ID token is not an access token")
         return claims
 
     def _verify_opaque(self, token: str) -> Claims:

@@ -81,8 +81,15 @@ def db(app_engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
-def fresh_db(pg_server: str, template_db: TestDatabase) -> Iterator[TestDatabase]:
-    """A database of its own, copied from the migrated template, for tests that commit."""
+def fresh_db(
+    pg_server: str, template_db: TestDatabase, app_engine: Engine
+) -> Iterator[TestDatabase]:
+    """A database of its own, copied from the migrated template, for tests that commit.
+
+    `CREATE DATABASE ... TEMPLATE` needs the template free of sessions, so the pooled
+    connections of earlier tests are closed first.
+    """
+    app_engine.dispose()
     database = create_database(pg_server, template=template_db.name)
     yield database
     drop_database(pg_server, database.name)

@@ -412,3 +412,10 @@ def test_an_invitation_links_only_once(
     assert client.get(ME, headers=bearer(first)).json()["id"] == invite["id"]
     second = jwt_issuer.token("okta|linked-2", email="linked.once@clinic.example.org")
     assert client.get(ME, headers=bearer(second)).status_code == 403
+
+
+def test_an_id_token_is_not_accepted_as_an_access_token(client, jwt_issuer) -> None:
+    token = jwt_issuer.token("someone", role="admin", nonce="n-123", at_hash="abc")
+    response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert "ID token" in response.json()["detail"]
