@@ -52,6 +52,18 @@ class RequestGuard:
                 ]
             await send(message)
 
+        if b"%00" in scope.get("query_string", b"") or "\x00" in path:
+            # PostgreSQL text cannot hold NUL: refuse it here for every parameter at once.
+            await self._refuse(
+                scope,
+                send_with_id,
+                400,
+                "bad-request",
+                "Bad request",
+                "NUL characters are not allowed in the URL.",
+            )
+            return
+
         if scope["method"] in BODY_METHODS and path.startswith(API_PREFIX):
             declared = headers.get("content-length")
             if declared is not None and (

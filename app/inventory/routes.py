@@ -15,14 +15,14 @@ from app.inventory.schemas import (
     StockAdjustment,
     StockMovementOut,
 )
-from app.models import Lot, StockMovement
+from app.models import Lot
 from app.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(tags=["inventory"])
 
 
-def _created_key(row: Lot | StockMovement) -> tuple[str, uuid.UUID]:
+def _created_key(row: Lot) -> tuple[str, uuid.UUID]:
     return row.created_at.isoformat(), row.id
 
 
@@ -88,10 +88,10 @@ def list_movements(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[StockMovementOut]:
-    """The lot's ledger, oldest first."""
+    """The lot's ledger, in the order it was written."""
     rows = service.list_movements(session, lot_id, limit=limit, cursor=cursor)
     items = [StockMovementOut.model_validate(m) for m in rows]
-    return page_of(items, rows, limit, _created_key)
+    return page_of(items, rows, limit, lambda m: (m.seq,))
 
 
 @router.get("/inventory/low-stock", response_model=Page[LowStockItem])

@@ -232,14 +232,12 @@ def list_movements(
     query = (
         select(StockMovement)
         .where(StockMovement.lot_id == lot_id)
-        .order_by(StockMovement.created_at, StockMovement.id)
+        .order_by(StockMovement.seq)
         .limit(limit)
     )
     if cursor:
-        created_at, movement_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(
-            tuple_(StockMovement.created_at, StockMovement.id) > (created_at, movement_id)
-        )
+        (after_seq,) = decode_cursor(cursor, 1, parse=(int,))
+        query = query.where(StockMovement.seq > after_seq)
     return list(session.scalars(query))
 
 
