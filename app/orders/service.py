@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from app import phi
@@ -153,6 +153,15 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
     return order
 
 
+def _lock_lots(session: Session, condition: ColumnElement[bool]) -> None:
+    """Lock lots in one statement, in id order (as every reservation does), before releasing any.
+
+    Releasing some lots and then locking more to reserve would lock in two rounds and can
+    deadlock with a concurrent reservation holding a lower lot while it waits for a higher one.
+    """
+    session.execute(select(Lot.id).where(condition).order_by(Lot.id).with_for_update())
+
+
 def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
     return list(session.scalars(select(OrderItem.id).where(OrderItem.order_id == order_id)))
 
@@ -168,6 +177,7 @@ def edit_items(
     before = _summary(order, old_items)
     quantities = _merge(lines)
     products = _orderable_products(session, list(quantities))
+    _lock_lots(session, Lot.product_id.in_({*quantities, *(i.product_id for i in old_items)}))
     allocation.release(session, actor, order.id, [i.id for i in old_items], delete_allocations=True)
     kept_prices = {i.product_id: i.unit_price_cents for i in old_items}
     session.execute(delete(OrderItem).where(OrderItem.order_id == order.id))
@@ -270,6 +280,15 @@ def expire_unpaid_orders(
             .with_for_update(skip_locked=True)
         )
     )
+    if orders:
+        _lock_lots(
+            session,
+            Lot.id.in_(
+                select(LotAllocation.lot_id)
+                .join(OrderItem, OrderItem.id == LotAllocation.order_item_id)
+                .where(OrderItem.order_id.in_([o.id for o in orders]))
+            ),
+        )
     for order in orders:
         _cancel(session, actor, order, "payment window expired")
     return len(orders)
