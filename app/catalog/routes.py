@@ -30,7 +30,7 @@ def list_products(
     active: Annotated[bool | None, Query(description="Admins only: filter by state")] = None,
     q: Annotated[
         str | None,
-        Query(max_length=100, pattern=r"^[^\x00]*$", description="Search in SKU and name"),
+        Query(max_length=100, description="Search in SKU and name"),
     ] = None,
 ) -> Page[ProductOut]:
     """Products ordered by SKU. Doctors see active products only."""

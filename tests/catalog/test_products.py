@@ -416,9 +416,9 @@ def test_making_product_perishable_when_every_lot_is_dated_is_allowed(
     assert response.json()["perishable"] is True
 
 
-def test_search_text_with_a_nul_character_is_422_not_a_server_error(
+def test_search_text_with_a_nul_character_is_a_clear_400_not_a_server_error(
     client: TestClient, admin: Headers
 ) -> None:
     response = client.get(PRODUCTS, params={"q": "insulin\x00"}, headers=admin)
 
-    assert_problem(response, 422, "/problems/validation-error")
+    assert_problem(response, 400, "/problems/bad-request")
