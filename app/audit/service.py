@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
@@ -110,6 +110,52 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+PENDING_KEY = "portal_audit_pending"
+
+
+def record_at_commit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    redact: Collection[str] = (),
+) -> None:
+    """Queue an audit row that is written just before this transaction commits.
+
+    For writes made before a request's real work (a user created at first sign-in): the audit
+    chain's lock must be the last lock a transaction takes, or a transaction holding it could
+    wait for row locks held by one that is waiting for it.
+    """
+    pending = session.info.setdefault(PENDING_KEY, [])
+    pending.append((actor, action, entity_type, entity_id, before, after, redact))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_queued_audit_rows(session: Session) -> None:
+    for actor, action, entity_type, entity_id, before, after, redact in session.info.pop(
+        PENDING_KEY, []
+    ):
+        record(
+            session,
+            actor,
+            action,
+            entity_type,
+            entity_id,
+            before=before,
+            after=after,
+            redact=redact,
+        )
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_queued_audit_rows(session: Session, previous_transaction: object) -> None:
+    session.info.pop(PENDING_KEY, None)
 
 
 @dataclass(frozen=True)
