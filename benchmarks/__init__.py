@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand (`make bench`); results and how to read them in BENCHMARKS.md."""
