@@ -95,6 +95,27 @@ def _items(
     ]
 
 
+def _add_items_and_reserve(
+    session: Session,
+    actor: Actor,
+    order: Order,
+    items: list[OrderItem],
+    products: dict[uuid.UUID, Product],
+) -> None:
+    """Price the order from its items and reserve their stock (all or nothing)."""
+    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
+    session.add_all(items)
+    session.flush()
+    allocation.reserve(
+        session,
+        actor,
+        order.id,
+        items,
+        products,
+        min_shelf_life_days=get_settings().min_remaining_shelf_life_days,
+    )
+
+
 def _summary(order: Order, items: list[OrderItem]) -> dict[str, Any]:
     return {
         "status": order.status,
@@ -127,20 +148,10 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
     )
     if data.note:
         order.note_encrypted = phi.encrypt(data.note, note_context(order.id))
-    items = _items(order, quantities, products)
-    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
     session.add(order)
     session.flush()
-    session.add_all(items)
-    session.flush()
-    allocation.reserve(
-        session,
-        actor,
-        order.id,
-        items,
-        products,
-        min_shelf_life_days=settings.min_remaining_shelf_life_days,
-    )
+    items = _items(order, quantities, products)
+    _add_items_and_reserve(session, actor, order, items, products)
     audit.record(
         session,
         actor,
@@ -170,7 +181,6 @@ def edit_items(
     session: Session, actor: Actor, order_id: uuid.UUID, lines: list[OrderLine]
 ) -> Order:
     """Replace a pending order's items, re-reserving atomically (all or nothing)."""
-    settings = get_settings()
     order = get_visible_order(session, actor, order_id, for_update=True)
     state.ensure_can_become(order, "paid")  # only a pending order can still change
     old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))
@@ -182,18 +192,8 @@ def edit_items(
     kept_prices = {i.product_id: i.unit_price_cents for i in old_items}
     session.execute(delete(OrderItem).where(OrderItem.order_id == order.id))
     items = _items(order, quantities, products, keep_prices=kept_prices)
-    session.add_all(items)
-    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
     order.updated_at = utcnow()
-    session.flush()
-    allocation.reserve(
-        session,
-        actor,
-        order.id,
-        items,
-        products,
-        min_shelf_life_days=settings.min_remaining_shelf_life_days,
-    )
+    _add_items_and_reserve(session, actor, order, items, products)
     audit.record(
         session,
         actor,
