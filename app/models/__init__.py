@@ -6,9 +6,12 @@ from app.models.lot import Lot
 from app.models.lot_allocation import LotAllocation
 from app.models.order import Order
 from app.models.order_item import OrderItem
+from app.models.outbox_message import OutboxMessage
 from app.models.patient import Patient
+from app.models.payment import Payment
 from app.models.product import Product
 from app.models.stock_movement import StockMovement
+from app.models.stripe_event import StripeEvent
 from app.models.user import User
 
 __all__ = [
@@ -18,8 +21,11 @@ __all__ = [
     "LotAllocation",
     "Order",
     "OrderItem",
+    "OutboxMessage",
     "Patient",
+    "Payment",
     "Product",
     "StockMovement",
+    "StripeEvent",
     "User",
 ]
