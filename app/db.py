@@ -81,5 +81,13 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+# Requests per process that may hold a session at once; the rest wait without a thread. It must
+# stay below the threadpool's 40 threads: a sync endpoint's response is validated in that pool
+# while its transaction (and its row locks) is still open, so if every thread were held by a
+# request blocked on those locks, the lock holder could never finish and commit.
+MAX_CONCURRENT_SESSIONS = 20
+
 # scope="function": commit before the response is sent, so a 2xx means the write is durable.
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
+DbSession = Annotated[
+    Session, Depends(get_session, scope="function", max_concurrency=MAX_CONCURRENT_SESSIONS)
+]
