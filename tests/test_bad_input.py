@@ -268,11 +268,16 @@ def test_unknown_id_is_404_and_writes_nothing(
 
 @pytest.mark.usefixtures("unchanged")
 @pytest.mark.parametrize(
-    "url", [f"{PRODUCTS}/not-a-uuid", "/api/v1/lots/12345", "/api/v1/lots/%00"]
+    ("url", "status", "problem_type"),
+    [
+        (f"{PRODUCTS}/not-a-uuid", 422, "/problems/validation-error"),
+        ("/api/v1/lots/12345", 422, "/problems/validation-error"),
+        ("/api/v1/lots/%00", 400, "/problems/bad-request"),
+    ],
 )
 def test_id_that_is_not_a_uuid_is_a_client_error_and_writes_nothing(
-    client: TestClient, admin: Headers, existing: Existing, url: str
+    client: TestClient, admin: Headers, existing: Existing, url: str, status: int, problem_type: str
 ) -> None:
     response = client.get(url, headers=admin)
 
-    assert_problem(response, 422, "/problems/validation-error")
+    assert_problem(response, status, problem_type)
