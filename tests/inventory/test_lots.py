@@ -555,8 +555,8 @@ ADJUSTMENTS_PER_THREAD = 25
 STARTING_QUANTITY = 100
 
 
-def test_concurrent_adjustments_never_drive_a_lot_below_zero(committed_db: TestDatabase) -> None:
-    engine = make_engine(committed_db.app_url, pool_size=THREADS)
+def test_concurrent_adjustments_never_drive_a_lot_below_zero(fresh_db: TestDatabase) -> None:
+    engine = make_engine(fresh_db.app_url, pool_size=THREADS)
     actor = Actor.system("test")
     try:
         with Session(engine) as session:

@@ -53,9 +53,9 @@ class Stock:
 
 
 @pytest.fixture
-def stock(committed_db: TestDatabase) -> Iterator[Stock]:
+def stock(fresh_db: TestDatabase) -> Iterator[Stock]:
     """A doctor, a patient and one product with two lots of 10, committed."""
-    engine = make_engine(committed_db.app_url, pool_size=6)
+    engine = make_engine(fresh_db.app_url, pool_size=6)
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         user = User(email="locks@example.com", role="doctor", oidc_subject="doctor-locks")

@@ -904,8 +904,8 @@ def test_listing_orders_pages_with_a_cursor(
 # -- concurrency -----------------------------------------------------------------------------------
 
 
-def test_concurrent_orders_for_the_last_units_never_oversell(committed_db: TestDatabase) -> None:
-    engine = make_engine(committed_db.app_url, pool_size=6)
+def test_concurrent_orders_for_the_last_units_never_oversell(fresh_db: TestDatabase) -> None:
+    engine = make_engine(fresh_db.app_url, pool_size=6)
     factory = sessionmaker(engine, expire_on_commit=False)
     system = Actor.system("test")
     try:
