@@ -13,6 +13,7 @@ Environment = Literal["development", "test", "production"]
 
 # Values that only make sense on a developer's machine; production refuses to start with them.
 DEV_OIDC_CLIENT_SECRET = "portal-dev-secret"  # noqa: S105 - a public development default
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_portal_development_only"  # noqa: S105 - development default
 # 32-byte development keys (base64). Synthetic data only; production refuses them.
 DEV_PHI_KEYS = "dev1:ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGk="
 DEV_PHI_HASH_KEY = "ZGV2ZWxvcG1lbnQtbG9vay11cC1oYXNoLWtleS0wMDA="
@@ -59,6 +60,14 @@ class Settings(BaseSettings):
     # HMAC key for look-up hashes (e-mail); rotating it needs a re-hash of every patient.
     phi_hash_key: str = DEV_PHI_HASH_KEY
 
+    # Stripe. Development talks to the local stand-in (localstripe) started by `portal up`.
+    stripe_api_key: str = "sk_test_portal_development"
+    stripe_api_base: str | None = "http://127.0.0.1:8420"  # unset in production
+    stripe_publishable_key: str = "pk_test_portal_development"
+    stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    stripe_js_url: str = "http://127.0.0.1:8420/js.stripe.com/v3/"
+
     # Orders: how long a patient has to pay, and how much shelf life a lot must still have.
     order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
     min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
@@ -74,6 +83,8 @@ class Settings(BaseSettings):
                 raise ValueError("OIDC_CLIENT_SECRET must be set in production")
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production")
+            if self.stripe_webhook_secret == DEV_STRIPE_WEBHOOK_SECRET:
+                raise ValueError("STRIPE_WEBHOOK_SECRET must be set in production")
             if self.phi_encryption_keys == DEV_PHI_KEYS or self.phi_hash_key == DEV_PHI_HASH_KEY:
                 raise ValueError("PHI_ENCRYPTION_KEYS and PHI_HASH_KEY must be set in production")
         return self

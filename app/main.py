@@ -15,7 +15,9 @@ from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
 from app.orders.routes import router as orders_router
+from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
+from app.payments.routes import router as payments_router
 from app.security import Public
 from app.users.routes import router as users_router
 
@@ -177,6 +179,8 @@ def create_app() -> FastAPI:
         inventory_router,
         patients_router,
         orders_router,
+        payments_router,
+        outbox_router,
         users_router,
         audit_router,
     ):

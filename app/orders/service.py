@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, exists, select, tuple_
 from sqlalchemy.orm import Session
 
 from app import phi
@@ -16,7 +16,7 @@ from app.audit import service as audit
 from app.config import get_settings
 from app.errors import NotFound, Unprocessable
 from app.inventory import allocation
-from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Product
+from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
 from app.orders import state
 from app.orders.schemas import (
@@ -28,6 +28,7 @@ from app.orders.schemas import (
 )
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.patients.service import get_visible_patient
+from app.payments import refunds
 
 
 def note_context(order_id: uuid.UUID) -> str:
@@ -217,6 +218,8 @@ def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
     before = order.status
     state.move_to(order, "cancelled", utcnow())
     order.cancellation_reason = reason
+    if before == "paid":
+        refunds.refund_paid_order(session, order.id)
     allocation.release(session, actor, order.id, _item_ids(session, order.id))
     audit.record(
         session,
@@ -268,13 +271,15 @@ def expire_unpaid_orders(
 ) -> int:
     """Cancel pending orders whose payment window has closed, releasing their stock.
 
-    Rows locked by a concurrent payment are skipped (SKIP LOCKED) and picked up next run.
+    Rows locked by a concurrent payment are skipped (SKIP LOCKED) and picked up next run; an
+    order whose bank debit (ACH) is processing is left alone until Stripe decides.
     """
     now = now or utcnow()
+    processing = exists().where(Payment.order_id == Order.id, Payment.status == "processing")
     orders = list(
         session.scalars(
             select(Order)
-            .where(Order.status == "pending", Order.expires_at <= now)
+            .where(Order.status == "pending", Order.expires_at <= now, ~processing)
             .order_by(Order.expires_at, Order.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
