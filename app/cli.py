@@ -245,6 +245,43 @@ def orders_expire() -> None:
     console.print(f"{total} unpaid orders expired; their stock was released")
 
 
+@cli.command("worker")
+def worker(
+    once: Annotated[bool, typer.Option(help="Deliver what is due, then exit")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls when idle")] = 1.0,
+) -> None:
+    """Deliver the outbox (refunds, notifications) with retries; Ctrl-C stops it."""
+    import time
+
+    from sqlalchemy.orm import sessionmaker
+
+    from app.db import make_engine
+    from app.outbox.service import deliver_due
+    from app.payments.refunds import REFUND_TOPIC, deliver_refund
+
+    handlers = {REFUND_TOPIC: deliver_refund}
+    engine = make_engine(_urls().app, pool_size=2)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        while True:
+            report = deliver_due(sessions, handlers)
+            if report.delivered or report.retried or report.dead:
+                console.print(
+                    f"outbox: {report.delivered} delivered, {report.retried} to retry,"
+                    f" {report.dead} dead-lettered"
+                )
+            if once:
+                return
+            if not (report.delivered or report.retried or report.dead):
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        console.print("worker stopped")
+    finally:
+        engine.dispose()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -258,7 +295,13 @@ def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
 ) -> None:
     """Start the whole portal for development: database, identity provider, API."""
-    from app.devstack import Supervisor, identity_provider_argv, venv_binary
+    from app.devstack import (
+        Supervisor,
+        identity_provider_argv,
+        register_stripe_webhook,
+        stripe_stand_in_argv,
+        venv_binary,
+    )
 
     settings = get_settings()
     port = api_port or settings.api_port
@@ -286,6 +329,10 @@ def up(
             idp_port = urlsplit(issuer).port or 80
             supervisor.start("identity-provider", identity_provider_argv(idp_port))
             supervisor.wait_http("identity-provider", issuer + "/.well-known/openid-configuration")
+        stripe_base = settings.stripe_api_base
+        if stripe_base and _is_local(stripe_base):
+            supervisor.start("stripe", stripe_stand_in_argv(urlsplit(stripe_base).port or 80))
+            supervisor.wait_http("stripe", stripe_base + "/js.stripe.com/v3/")
         supervisor.start(
             "api",
             [
@@ -302,6 +349,11 @@ def up(
         )
         api = f"http://{settings.api_host}:{port}"
         supervisor.wait_http("api", api + "/healthz")
+        if stripe_base and _is_local(stripe_base):
+            register_stripe_webhook(
+                stripe_base, api + "/api/v1/payments/webhook", settings.stripe_webhook_secret
+            )
+        supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
         console.print(
             f"""
 [bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
@@ -309,6 +361,7 @@ def up(
   API docs            {api}/docs
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
+  Stripe              {stripe_base}   (local stand-in, webhooks to the API)
   Logs                {settings.data_dir / "logs"}
 
 Demo logins (the development identity provider asks only for the subject):

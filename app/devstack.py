@@ -150,3 +150,25 @@ def identity_provider_argv(port: int) -> list[str]:
         }
         argv += ["--user-claims", json.dumps(claims)]
     return argv
+
+
+# localstripe's own command listens on every interface; this runs its app on loopback only.
+_STRIPE_STAND_IN = (
+    "import sys; from aiohttp import web; from localstripe.server import app; "
+    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)"
+)
+
+
+def stripe_stand_in_argv(port: int) -> list[str]:
+    return [sys.executable, "-c", _STRIPE_STAND_IN, str(port)]
+
+
+def register_stripe_webhook(stripe_base: str, webhook_url: str, secret: str) -> None:
+    """Ask the local Stripe stand-in to send signed events to the API (what the Stripe
+    Dashboard's webhook endpoint setting does in production)."""
+    response = httpx.post(
+        f"{stripe_base.rstrip('/')}/_config/webhooks/portal",
+        data={"url": webhook_url, "secret": secret},
+        timeout=5,
+    )
+    response.raise_for_status()
