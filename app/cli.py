@@ -262,7 +262,7 @@ def worker(
     handlers = {REFUND_TOPIC: deliver_refund}
     engine = make_engine(_urls().app, pool_size=2)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     try:
         while True:
@@ -305,8 +305,9 @@ def up(
 
     settings = get_settings()
     port = api_port or settings.api_port
-    # `kill` and a closed terminal stop everything as cleanly as Ctrl-C does.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # Ctrl-C, `kill` and a closed terminal all stop everything cleanly (also when started in
+    # the background, where SIGINT arrives ignored).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     with console.status("starting PostgreSQL"):
         urls = _urls()
