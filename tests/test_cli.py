@@ -20,7 +20,9 @@ PORTAL = str(Path(sys.executable).parent / "portal")
 
 
 def _env(database: TestDatabase, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_", "STRIPE_"))
+    }
     env.update(DATABASE_URL=database.app_url, DATABASE_MIGRATION_URL=database.owner_url, **extra)
     return env
 
@@ -90,8 +92,9 @@ def _free_port() -> int:
 def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
-    api_port, idp_port = _free_port(), _free_port()
+    api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
+    stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
         [PORTAL, "up", "--api-port", str(api_port)],
         env=_env(fresh_db, OIDC_ISSUER=issuer, OIDC_AUDIENCE="portal-dev", DATA_DIR=str(tmp_path)),
@@ -110,6 +113,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             except httpx.HTTPError:
                 time.sleep(0.5)
         assert httpx.get(api + "/docs").status_code == 200
+        assert httpx.get(stripe_base + "/js.stripe.com/v3/").status_code == 200
 
         token = _portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
         assert token.returncode == 0, token.stdout + token.stderr
@@ -134,3 +138,5 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         httpx.get(api + "/healthz", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(issuer + "/.well-known/openid-configuration", timeout=1)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(stripe_base + "/js.stripe.com/v3/", timeout=1)
