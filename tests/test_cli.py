@@ -97,7 +97,13 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
         [PORTAL, "up", "--api-port", str(api_port)],
-        env=_env(fresh_db, OIDC_ISSUER=issuer, OIDC_AUDIENCE="portal-dev", DATA_DIR=str(tmp_path)),
+        env=_env(
+            fresh_db,
+            OIDC_ISSUER=issuer,
+            OIDC_AUDIENCE="portal-dev",
+            STRIPE_API_BASE=stripe_base,
+            DATA_DIR=str(tmp_path),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
