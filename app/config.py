@@ -13,6 +13,7 @@ Environment = Literal["development", "test", "production"]
 
 # Values that only make sense on a developer's machine; production refuses to start with them.
 DEV_OIDC_CLIENT_SECRET = "portal-dev-secret"  # noqa: S105 - a public development default
+DEV_CHECKOUT_COOKIE_SECRET = "portal-development-cookie-secret"  # noqa: S105
 DEV_STRIPE_WEBHOOK_SECRET = "whsec_portal_development_only"  # noqa: S105 - development default
 # 32-byte development keys (base64). Synthetic data only; production refuses them.
 DEV_PHI_KEYS = "dev1:ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGk="
@@ -67,6 +68,16 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     stripe_js_url: str = "http://127.0.0.1:8420/js.stripe.com/v3/"
+    # The checkout page uses Stripe's Payment Element (card and ACH). The local stand-in lacks
+    # it, so development runs the page on the Card Element: `card_element`.
+    stripe_checkout_ui: Literal["payment_element", "card_element"] = "payment_element"
+
+    # Patient checkout links and the cookie they are exchanged for.
+    checkout_cookie_secret: str = DEV_CHECKOUT_COOKIE_SECRET
+    checkout_cookie_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    checkout_max_failed_attempts: int = Field(default=5, ge=1, le=20)
+    # Secure cookies need HTTPS; development serves plain HTTP on loopback.
+    checkout_cookie_secure: bool = True
 
     # Orders: how long a patient has to pay, and how much shelf life a lot must still have.
     order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
@@ -83,6 +94,8 @@ class Settings(BaseSettings):
                 raise ValueError("OIDC_CLIENT_SECRET must be set in production")
             if not self.database_url:
                 raise ValueError("DATABASE_URL must be set in production")
+            if self.checkout_cookie_secret == DEV_CHECKOUT_COOKIE_SECRET:
+                raise ValueError("CHECKOUT_COOKIE_SECRET must be set in production")
             if self.stripe_webhook_secret == DEV_STRIPE_WEBHOOK_SECRET:
                 raise ValueError("STRIPE_WEBHOOK_SECRET must be set in production")
             if self.phi_encryption_keys == DEV_PHI_KEYS or self.phi_hash_key == DEV_PHI_HASH_KEY:

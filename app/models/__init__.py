@@ -2,6 +2,7 @@
 
 from app.models.audit_entry import AuditEntry
 from app.models.base import Base
+from app.models.checkout_link import CheckoutLink
 from app.models.lot import Lot
 from app.models.lot_allocation import LotAllocation
 from app.models.order import Order
@@ -17,6 +18,7 @@ from app.models.user import User
 __all__ = [
     "AuditEntry",
     "Base",
+    "CheckoutLink",
     "Lot",
     "LotAllocation",
     "Order",
