@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.routes import router as audit_router
 from app.catalog.routes import router as catalog_router
+from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
@@ -187,5 +188,6 @@ def create_app() -> FastAPI:
         api.include_router(router)
     app.include_router(api)
     app.include_router(_public_router())
+    app.include_router(checkout_pages)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     return app

@@ -5,9 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from app.checkout import service as checkout
 from app.db import DbSession
-from app.orders import service
+from app.orders import service, state
 from app.orders.schemas import (
+    CheckoutLinkOut,
     OrderCancel,
     OrderCreate,
     OrderEdit,
@@ -29,7 +31,10 @@ def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> Or
     then nothing is reserved for any item.
     """
     order = service.create_order(session, actor, data)
-    return service.order_view(session, actor, order)
+    token = checkout.issue_link(session, actor, order)
+    view = service.order_view(session, actor, order)
+    view.checkout_url = checkout.checkout_url(token)
+    return view
 
 
 @router.get("", response_model=Page[OrderSummary])
@@ -71,6 +76,28 @@ def cancel_order(
     """Cancel a pending or paid order and release its stock."""
     order = service.cancel_order(session, actor, order_id, data.reason if data else None)
     return service.order_view(session, actor, order)
+
+
+@router.post(
+    "/{order_id}/checkout-link", response_model=CheckoutLinkOut, status_code=status.HTTP_201_CREATED
+)
+def issue_checkout_link(
+    order_id: uuid.UUID, actor: StaffActor, session: DbSession
+) -> CheckoutLinkOut:
+    """A new payment link for a pending order; earlier links stop working."""
+    order = service.get_visible_order(session, actor, order_id, for_update=True)
+    state.ensure_can_become(order, "paid")
+    token = checkout.issue_link(session, actor, order)
+    return CheckoutLinkOut(
+        order_id=order.id, checkout_url=checkout.checkout_url(token), expires_at=order.expires_at
+    )
+
+
+@router.post("/{order_id}/checkout-link/revoke", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_checkout_links(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> None:
+    """Withdraw every payment link of the order."""
+    order = service.get_visible_order(session, actor, order_id, for_update=True)
+    checkout.revoke_links(session, actor, order)
 
 
 @router.post("/{order_id}/fulfil", response_model=OrderOut)

@@ -63,6 +63,15 @@ class OrderOut(BaseModel):
     fulfilled_at: datetime | None
     cancelled_at: datetime | None
     cancellation_reason: str | None
+    checkout_url: str | None = Field(
+        default=None, description="The patient's payment link; shown once, when it is issued"
+    )
+
+
+class CheckoutLinkOut(BaseModel):
+    order_id: uuid.UUID
+    checkout_url: str
+    expires_at: datetime
 
 
 class OrderSummary(BaseModel):

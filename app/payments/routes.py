@@ -6,22 +6,35 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import select, tuple_
 
+from app.checkout.payer import PayerDep
 from app.db import DbSession
-from app.models import Payment
+from app.errors import NotFound, Unprocessable
+from app.models import Order, Payment
 from app.orders.service import get_visible_order
 from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
 from app.payments import service
 from app.payments.schemas import IntentOut, IntentRequest, PaymentOut, WebhookAck
-from app.security import AdminActor, Public, StaffActor
+from app.security import AdminActor, Public
 
 router = APIRouter(prefix="/payments", tags=["payments"])
 
 
 @router.post("/create-intent", response_model=IntentOut)
-def create_intent(data: IntentRequest, actor: StaffActor, session: DbSession) -> IntentOut:
-    """Create (or reuse) the Stripe PaymentIntent for a pending order's current total."""
-    order = get_visible_order(session, actor, data.order_id)
-    intent_id, secret = service.create_or_reuse_intent(session, actor, order)
+def create_intent(payer: PayerDep, session: DbSession, data: IntentRequest) -> IntentOut:
+    """Create (or reuse) the Stripe PaymentIntent for a pending order's current total.
+
+    Staff name the order; the patient's checkout page sends `{}` and pays its own order.
+    """
+    if payer.order_id is not None:
+        if data.order_id not in (None, payer.order_id):
+            raise NotFound("order", data.order_id)
+        order = session.get(Order, payer.order_id)
+        assert order is not None
+    else:
+        if data.order_id is None:
+            raise Unprocessable("order_id is required", field="order_id")
+        order = get_visible_order(session, payer.actor, data.order_id)
+    intent_id, secret = service.create_or_reuse_intent(session, payer.actor, order)
     return IntentOut(payment_intent_id=intent_id, client_secret=secret)
 
 

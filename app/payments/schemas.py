@@ -9,7 +9,7 @@ from app.schemas import StrictInput
 
 
 class IntentRequest(StrictInput):
-    order_id: uuid.UUID
+    order_id: uuid.UUID | None = None
 
 
 class IntentOut(BaseModel):

@@ -1,0 +1,181 @@
+"""Patient checkout links: issue, exchange for a cookie, date-of-birth check, lock, revoke.
+
+A link carries a random token of 192 bits; only its SHA-256 is stored. On first use the token is
+exchanged for a short-lived signed cookie, so it does not linger in URLs or history. Nothing
+personal is shown until the patient has confirmed their date of birth; repeated failures lock
+the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.actor import Actor, Role
+from app.audit import service as audit
+from app.config import get_settings
+from app.models import CheckoutLink, Order, Patient
+from app.models.base import utcnow
+from app.patients.service import decrypt_patient
+
+COOKIE_NAME = "portal_checkout"
+
+
+class LinkState(StrEnum):
+    VALID = "valid"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    LOCKED = "locked"
+    CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def checkout_url(token: str) -> str:
+    return f"{get_settings().public_base_url.rstrip('/')}/pay/{token}"
+
+
+def issue_link(session: Session, actor: Actor, order: Order) -> str:
+    """A new link for the order (earlier ones are revoked). Returns the token, shown once."""
+    now = utcnow()
+    session.execute(
+        update(CheckoutLink)
+        .where(CheckoutLink.order_id == order.id, CheckoutLink.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    token = secrets.token_urlsafe(24)
+    link = CheckoutLink(
+        order_id=order.id,
+        token_hash=token_hash(token),
+        expires_at=order.expires_at,
+        issued_by=actor.subject,
+        failed_attempts=0,
+    )
+    session.add(link)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "checkout_link.issued",
+        "order",
+        order.id,
+        after={"link_id": link.id, "expires_at": link.expires_at},
+    )
+    return token
+
+
+def revoke_links(session: Session, actor: Actor, order: Order) -> int:
+    revoked = len(
+        session.execute(
+            update(CheckoutLink)
+            .where(CheckoutLink.order_id == order.id, CheckoutLink.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(CheckoutLink.id)
+        ).all()
+    )
+    audit.record(
+        session, actor, "checkout_link.revoked", "order", order.id, after={"links": revoked}
+    )
+    return revoked
+
+
+def state_of(link: CheckoutLink | None, order: Order | None = None) -> LinkState:
+    if link is None:
+        return LinkState.UNKNOWN
+    if link.revoked_at is not None:
+        return LinkState.REVOKED
+    if link.locked_at is not None:
+        return LinkState.LOCKED
+    if order is not None and order.status != "pending":
+        return LinkState.CLOSED
+    if link.expires_at <= utcnow():
+        return LinkState.EXPIRED
+    return LinkState.VALID
+
+
+def find_by_token(session: Session, token: str) -> CheckoutLink | None:
+    if not token or len(token) > 128:
+        return None
+    return session.scalar(select(CheckoutLink).where(CheckoutLink.token_hash == token_hash(token)))
+
+
+# -- the cookie ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckoutSession:
+    link_id: uuid.UUID
+    verified: bool
+    expires: int
+
+
+def _sign(body: str) -> str:
+    key = get_settings().checkout_cookie_secret.encode()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def make_cookie(link_id: uuid.UUID, *, verified: bool) -> str:
+    expires = int(time.time()) + get_settings().checkout_cookie_minutes * 60
+    body = f"{link_id}.{int(verified)}.{expires}"
+    return f"{body}.{_sign(body)}"
+
+
+def read_cookie(value: str | None) -> CheckoutSession | None:
+    if not value or value.count(".") != 3:
+        return None
+    body, _, signature = value.rpartition(".")
+    if not hmac.compare_digest(signature, _sign(body)):
+        return None
+    link_id, verified, expires = body.split(".")
+    try:
+        session = CheckoutSession(uuid.UUID(link_id), verified == "1", int(expires))
+    except ValueError:
+        return None
+    return session if session.expires > time.time() else None
+
+
+def system_actor(link: CheckoutLink, client_address: str | None) -> Actor:
+    """The patient acts through their link; the audit log names the link, not the person."""
+    return Actor(
+        subject=f"checkout-link:{link.id}", role=Role.SYSTEM, client_address=client_address
+    )
+
+
+def check_date_of_birth(
+    session: Session, link: CheckoutLink, answer: date, client_address: str | None
+) -> bool:
+    """Compare with the patient's date of birth; count failures and lock at the limit."""
+    order = session.get(Order, link.order_id)
+    assert order is not None
+    patient = session.get(Patient, order.patient_id)
+    assert patient is not None
+    actor = system_actor(link, client_address)
+    if decrypt_patient(patient).date_of_birth == answer:
+        if link.first_used_at is None:
+            link.first_used_at = utcnow()
+        audit.record(session, actor, "checkout_link.verified", "order", order.id)
+        return True
+    link.failed_attempts += 1
+    limit = get_settings().checkout_max_failed_attempts
+    locked = link.failed_attempts >= limit
+    if locked:
+        link.locked_at = utcnow()
+    audit.record(
+        session,
+        actor,
+        "checkout_link.dob_failed",
+        "order",
+        order.id,
+        after={"failed_attempts": link.failed_attempts, "locked": locked},
+    )
+    return False
