@@ -130,7 +130,11 @@ def verify_webhook(payload: bytes, signature: str | None) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(payload)
     except ValueError as exc:
         raise InvalidWebhook("the webhook body is not JSON") from exc
-    if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+    ):
         raise InvalidWebhook("the webhook body is not a Stripe event")
     return event
 
@@ -170,7 +174,9 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
             return f"ignored: unknown payment intent {obj.get('id')}"
         order = session.get(Order, payment.order_id, with_for_update=True)
         assert order is not None
-        return _apply_intent_event(session, system, kind, obj, payment, order)
+        return _apply_intent_event(
+            session, system, kind, obj, payment, order, created=event.get("created")
+        )
     if kind == "charge.refunded":
         payment = session.scalar(
             select(Payment)
@@ -205,6 +211,8 @@ def _apply_intent_event(
     intent: dict[str, Any],
     payment: Payment,
     order: Order,
+    *,
+    created: Any = None,
 ) -> str:
     new_status = {
         "payment_intent.succeeded": "succeeded",
@@ -215,8 +223,19 @@ def _apply_intent_event(
     }.get(kind)
     if new_status is None:
         return f"ignored: {kind}"
-    if STATUS_RANK[new_status] < STATUS_RANK.get(payment.status, 0) or (
-        payment.status in ("succeeded", "canceled")
+    # A bank debit that fails after `processing` returns the intent to requires_payment_method.
+    # Only a failure Stripe created after the processing was applied is that; an older one (a
+    # declined card before the debit, delivered late) must not move the payment back.
+    debit_failed = (
+        new_status == "requires_payment_method"
+        and payment.status == "processing"
+        and isinstance(created, int)
+        and payment.updated_at is not None
+        and created > payment.updated_at.timestamp()
+    )
+    if not debit_failed and (
+        STATUS_RANK[new_status] < STATUS_RANK.get(payment.status, 0)
+        or payment.status in ("succeeded", "canceled")
     ):
         return f"ignored: payment already {payment.status}"
     payment.status = new_status
@@ -232,9 +251,18 @@ def _apply_intent_event(
         return "payment processing (bank debit)"
     if new_status == "succeeded":
         payment.succeeded_at = utcnow()
-        if order.status == "pending":
+        settles = (payment.amount_cents, payment.currency) == (order.total_cents, order.currency)
+        if order.status == "pending" and settles:
             orders.mark_paid(session, system, order.id)
             return "order paid"
+        if order.status == "pending":
+            # An intent for an earlier total (the order was edited after it was created, and
+            # an open checkout page still held it): it does not settle the order.
+            refunds.enqueue_refund(session, payment)
+            return (
+                f"refund queued: paid {payment.amount_cents} {payment.currency}, order total is"
+                f" {order.total_cents} {order.currency}"
+            )
         # The order was cancelled (expired) while the patient paid: give the money back.
         refunds.enqueue_refund(session, payment)
         return f"refund queued: order is {order.status}"
