@@ -20,6 +20,7 @@ from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
 from app.payments.routes import router as payments_router
 from app.security import Public
+from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -181,6 +182,7 @@ def create_app() -> FastAPI:
         patients_router,
         orders_router,
         payments_router,
+        storefront_router,
         outbox_router,
         users_router,
         audit_router,

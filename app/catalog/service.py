@@ -128,6 +128,7 @@ def list_products(
     cursor: str | None,
     active: bool | None,
     search: str | None,
+    prescription: bool | None = None,
 ) -> list[tuple[Product, int]]:
     """A page of products ordered by SKU, each with its sellable quantity."""
     query = (
@@ -135,6 +136,8 @@ def list_products(
     )
     if active is not None:
         query = query.where(Product.active.is_(active))
+    if prescription is not None:
+        query = query.where(Product.requires_prescription.is_(prescription))
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Product.sku.ilike(pattern), Product.name.ilike(pattern)))

@@ -59,8 +59,11 @@ def _owner_for(session: Session, actor: Actor, requested: uuid.UUID | None) -> u
     return doctor.id
 
 
-def create_patient(session: Session, actor: Actor, data: PatientCreate) -> PatientOut:
-    doctor_id = _owner_for(session, actor, data.doctor_id)
+def create_patient(
+    session: Session, actor: Actor, data: PatientCreate, *, self_order: bool = False
+) -> PatientOut:
+    """A doctor's patient, or (`self_order`) a patient who ordered for themselves: no owner."""
+    doctor_id = None if self_order else _owner_for(session, actor, data.doctor_id)
     email_hash = phi.lookup_hash(phi.normalise_email(data.email))
     existing = session.scalar(
         select(Patient.id).where(Patient.doctor_id == doctor_id, Patient.email_hash == email_hash)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from app.checkout import service as checkout
+from app.db import DbSession
+from app.pagination import Cursor, Limit, Page, page_of
+from app.security import Public
+from app.storefront import service
+from app.storefront.schemas import PublicProduct, SelfOrderCreate, SelfOrderCreated
+
+router = APIRouter(prefix="/public", tags=["storefront"], dependencies=[Public])
+
+
+@router.get("/products", response_model=Page[PublicProduct])
+def public_products(
+    session: DbSession, limit: Limit = 50, cursor: Cursor = None
+) -> Page[PublicProduct]:
+    """Products anyone may order without a prescription."""
+    rows = service.public_products(session, limit=limit, cursor=cursor)
+    return page_of([p for p, _ in rows], rows, limit, lambda row: (row[1],))
+
+
+@router.post("/orders", response_model=SelfOrderCreated, status_code=status.HTTP_201_CREATED)
+def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
+    """A patient orders for themselves; pay through the returned link. No prescription items."""
+    client = request.client.host if request.client else None
+    order = service.place_self_order(session, data, client)
+    token = checkout.issue_link(session, service.SELF_ORDER, order)
+    return SelfOrderCreated(
+        order_id=order.id,
+        total_cents=order.total_cents,
+        currency=order.currency,
+        expires_at=order.expires_at,
+        checkout_url=checkout.checkout_url(token),
+    )

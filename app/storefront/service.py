@@ -1,0 +1,71 @@
+"""The public storefront: non-prescription products a patient may order without a doctor."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.actor import Actor
+from app.catalog.service import list_products
+from app.errors import Unprocessable
+from app.models import Order, Product
+from app.orders import service as orders
+from app.orders.schemas import OrderCreate, OrderLine
+from app.patients import service as patients
+from app.patients.schemas import PatientCreate
+from app.storefront.schemas import PublicProduct, SelfOrderCreate
+
+SELF_ORDER = Actor.system("self-order")
+
+
+def public_products(
+    session: Session, *, limit: int, cursor: str | None
+) -> list[tuple[PublicProduct, str]]:
+    """Active, non-prescription products (each with its SKU for the cursor)."""
+    rows = list_products(
+        session, limit=limit, cursor=cursor, active=True, search=None, prescription=False
+    )
+    return [
+        (
+            PublicProduct(
+                id=product.id,
+                sku=product.sku,
+                name=product.name,
+                description=product.description,
+                price_cents=product.price_cents,
+                currency=product.currency,
+                in_stock=available > 0,
+            ),
+            product.sku,
+        )
+        for product, available in rows
+    ]
+
+
+def place_self_order(session: Session, data: SelfOrderCreate, client_address: str | None) -> Order:
+    product_ids = {line.product_id for line in data.items}
+    prescription = session.scalars(
+        select(Product.sku).where(Product.id.in_(product_ids), Product.requires_prescription)
+    ).all()
+    if prescription:
+        raise Unprocessable(
+            "prescription products can only be ordered by a doctor: " + ", ".join(prescription),
+            field="items",
+        )
+    actor = Actor(subject=SELF_ORDER.subject, role=SELF_ORDER.role, client_address=client_address)
+    patient = patients.create_patient(
+        session,
+        actor,
+        PatientCreate(
+            name=data.name, email=data.email, phone=data.phone, date_of_birth=data.date_of_birth
+        ),
+        self_order=True,
+    )
+    return orders.create_order(
+        session,
+        actor,
+        OrderCreate(
+            patient_id=patient.id,
+            items=[OrderLine(product_id=i.product_id, quantity=i.quantity) for i in data.items],
+        ),
+    )
