@@ -14,7 +14,7 @@ from app import phi
 from app.actor import Actor, Role
 from app.audit import service as audit
 from app.config import get_settings
-from app.errors import NotFound, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
@@ -184,6 +184,10 @@ def edit_items(
     """Replace a pending order's items, re-reserving atomically (all or nothing)."""
     order = get_visible_order(session, actor, order_id, for_update=True)
     state.ensure_can_become(order, "paid")  # only a pending order can still change
+    if session.scalar(
+        select(exists().where(Payment.order_id == order.id, Payment.status == "processing"))
+    ):
+        raise Conflict("a bank payment for this order is processing; it cannot be edited now")
     old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))
     before = _summary(order, old_items)
     quantities = _merge(lines)

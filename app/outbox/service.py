@@ -102,6 +102,9 @@ def record_outcome(
 ) -> str:
     message = session.get(OutboxMessage, message_id, with_for_update=True)
     assert message is not None
+    if message.status != "pending":
+        # Our claim lapsed and another worker already finished it: its outcome stands.
+        return message.status
     now = utcnow()
     message.attempts += 1
     message.claimed_until = None

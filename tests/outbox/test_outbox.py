@@ -446,3 +446,18 @@ def test_a_refund_stripe_refuses_is_dead_lettered(
     assert (row.status, row.attempts) == ("dead", 1)
     assert row.last_error is not None and row.last_error.startswith("PermanentFailure")
     assert row.payload == payload
+
+
+def test_a_late_outcome_from_a_lapsed_claim_does_not_overwrite_a_delivery(db: Session) -> None:
+    outbox.enqueue(db, "test.topic", "late-claim-1", {"n": 1})
+    db.flush()
+    message = db.scalars(
+        __import__("sqlalchemy")
+        .select(OutboxMessage)
+        .where(OutboxMessage.dedupe_key == "late-claim-1")
+    ).one()
+    assert outbox.record_outcome(db, message.id, None) == "delivered"
+    # The first worker, whose claim had lapsed, now reports a permanent failure.
+    assert outbox.record_outcome(db, message.id, "boom", permanent=True) == "delivered"
+    db.refresh(message)
+    assert message.status == "delivered" and message.attempts == 1
