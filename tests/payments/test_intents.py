@@ -197,3 +197,21 @@ def test_an_order_being_paid_gets_no_second_intent(
     response = client.post(CREATE_INTENT, json={"order_id": order["id"]}, headers=doctor)
     assert_problem(response, 409, "/problems/conflict")
     assert len(payments_of(db, order["id"])) == 1
+
+
+def test_an_order_whose_bank_debit_is_processing_cannot_be_edited(
+    client: TestClient, db: Session, doctor: Headers, order: Json, product: Json
+) -> None:
+    create_intent(client, doctor, order["id"])
+    (payment,) = payments_of(db, order["id"])
+    payment.status = "processing"
+    db.commit()
+
+    response = client.patch(
+        f"{ORDERS}/{order['id']}",
+        json={"items": [{"product_id": product["id"], "quantity": 5}]},
+        headers=doctor,
+    )
+
+    assert_problem(response, 409, "/problems/conflict")
+    assert get_order(client, doctor, order["id"])["total_cents"] == order["total_cents"]
