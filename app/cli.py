@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
@@ -256,10 +257,15 @@ def worker(
     from sqlalchemy.orm import sessionmaker
 
     from app.db import make_engine
+    from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
     from app.outbox.service import deliver_due
     from app.payments.refunds import REFUND_TOPIC, deliver_refund
 
-    handlers = {REFUND_TOPIC: deliver_refund}
+    handlers = {
+        REFUND_TOPIC: deliver_refund,
+        EMAIL_TOPIC: deliver_email,
+        SMS_TOPIC: deliver_sms,
+    }
     engine = make_engine(_urls().app, pool_size=2)
     sessions = sessionmaker(engine, expire_on_commit=False)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -284,6 +290,31 @@ def worker(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@cli.command("mail-sink")
+def mail_sink(
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default SMTP_PORT)")] = None,
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="Where messages go (default DATA_DIR/mail)")
+    ] = None,
+) -> None:
+    """Development SMTP server on loopback: keeps every message as an .eml file."""
+    from app.notifications.mail_sink import run
+
+    settings = get_settings()
+    port = port or settings.smtp_port
+    folder = folder or settings.data_dir / "mail"
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    console.print(f"mail sink on smtp://127.0.0.1:{port}, messages in {folder}", soft_wrap=True)
+    try:
+        run(folder, "127.0.0.1", port)
+    except KeyboardInterrupt:
+        console.print("mail sink stopped")
+    except OSError as exc:
+        console.print(f"[red]mail sink cannot listen on 127.0.0.1:{port}: {exc.strerror}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def _is_local(url: str) -> bool:
@@ -334,6 +365,12 @@ def up(
         if stripe_base and _is_local(stripe_base):
             supervisor.start("stripe", stripe_stand_in_argv(urlsplit(stripe_base).port or 80))
             supervisor.wait_http("stripe", stripe_base + "/js.stripe.com/v3/")
+        mail_sink = settings.smtp_host in ("127.0.0.1", "localhost")
+        if mail_sink:
+            supervisor.start(
+                "mail-sink", [venv_binary("portal"), "mail-sink", "--port", str(settings.smtp_port)]
+            )
+            supervisor.wait_tcp("mail-sink", "127.0.0.1", settings.smtp_port)
         supervisor.start(
             "api",
             [
@@ -355,6 +392,17 @@ def up(
                 stripe_base, api + "/api/v1/payments/webhook", settings.stripe_webhook_secret
             )
         supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
+        mail_line = (
+            f"{settings.data_dir / 'mail'}   (.eml files from the SMTP sink on"
+            f" 127.0.0.1:{settings.smtp_port})"
+            if mail_sink
+            else f"SMTP {settings.smtp_host}:{settings.smtp_port}"
+        )
+        sms_line = (
+            f"{settings.data_dir / 'sms.log'}   (SMS_PROVIDER=log)"
+            if settings.sms_provider == "log"
+            else f"SMS_PROVIDER={settings.sms_provider}"
+        )
         console.print(
             f"""
 [bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
@@ -363,6 +411,8 @@ def up(
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
   Stripe              {stripe_base}   (local stand-in, webhooks to the API)
+  Mail                {mail_line}
+  SMS                 {sms_line}
   Logs                {settings.data_dir / "logs"}
 
 Demo logins (the development identity provider asks only for the subject):
@@ -372,7 +422,8 @@ Demo logins (the development identity provider asks only for the subject):
 Get a token and call the API:
   TOKEN=$(.venv/bin/portal dev-token --role admin)
   curl -H "Authorization: Bearer $TOKEN" {api}/api/v1/products
-"""
+""",
+            soft_wrap=True,  # paths and URLs stay whole on narrow terminals and in logs
         )
         reason = supervisor.watch()
         console.print(f"stopping ({reason})")

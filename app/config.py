@@ -83,6 +83,23 @@ class Settings(BaseSettings):
     order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
     min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
 
+    # Notifications. E-mail over SMTP; development delivers to the local sink (`portal up`
+    # starts it when SMTP_HOST is loopback), production to SES or any SMTP relay.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mail_from: str = "Portal <no-reply@portal.localhost>"
+    # SMS: `log` appends to DATA_DIR/sms.log (development), `twilio` sends through Twilio.
+    sms_provider: Literal["log", "twilio"] = "log"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    # A phone number (E.164) or a Messaging Service SID (MG...).
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+
     @property
     def expected_audience(self) -> str:
         return self.oidc_audience or self.oidc_client_id
@@ -100,6 +117,16 @@ class Settings(BaseSettings):
                 raise ValueError("STRIPE_WEBHOOK_SECRET must be set in production")
             if self.phi_encryption_keys == DEV_PHI_KEYS or self.phi_hash_key == DEV_PHI_HASH_KEY:
                 raise ValueError("PHI_ENCRYPTION_KEYS and PHI_HASH_KEY must be set in production")
+            if not self.smtp_starttls and self.smtp_host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("SMTP_STARTTLS must be on for a remote SMTP_HOST in production")
+            if self.sms_provider == "log":
+                raise ValueError("SMS_PROVIDER must name a real provider in production")
+        if self.sms_provider == "twilio" and not (
+            self.twilio_account_sid and self.twilio_auth_token and self.twilio_from
+        ):
+            raise ValueError(
+                "SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM"
+            )
         return self
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,6 +117,20 @@ class Supervisor:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f} s")
+
+    def wait_tcp(self, name: str, host: str, port: int, timeout: float = 30.0) -> None:
+        """Wait until something accepts connections on host:port (non-HTTP services)."""
+        deadline = time.monotonic() + timeout
+        process = dict(self.children)[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+            try:
+                with socket.create_connection((host, port), timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{name} did not listen on {host}:{port} within {timeout:.0f} s")
 
     def watch(self) -> str:
         """Block until a child exits or the user presses Ctrl-C; returns why."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
+    smtp_port = _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
@@ -103,6 +105,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             OIDC_AUDIENCE="portal-dev",
             STRIPE_API_BASE=stripe_base,
             DATA_DIR=str(tmp_path),
+            SMTP_PORT=str(smtp_port),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -120,6 +123,8 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
                 time.sleep(0.5)
         assert httpx.get(api + "/docs").status_code == 200
         assert httpx.get(stripe_base + "/js.stripe.com/v3/").status_code == 200
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as smtp:  # the mail sink
+            assert smtp.noop()[0] == 250
 
         token = _portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
         assert token.returncode == 0, token.stdout + token.stderr
@@ -140,9 +145,12 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert "http://127.0.0.1:" in output and "admin@demo.clinic" in output
+    assert str(tmp_path / "mail") in output
     with pytest.raises(httpx.HTTPError):
         httpx.get(api + "/healthz", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(issuer + "/.well-known/openid-configuration", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(stripe_base + "/js.stripe.com/v3/", timeout=1)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", smtp_port), timeout=1)
