@@ -12,6 +12,7 @@ from app.orders.schemas import (
     CheckoutLinkOut,
     OrderCancel,
     OrderCreate,
+    OrderCreated,
     OrderEdit,
     OrderOut,
     OrderStatus,
@@ -23,8 +24,8 @@ from app.security import AdminActor, StaffActor
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
-@router.post("", response_model=OrderOut, status_code=status.HTTP_201_CREATED)
-def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> OrderOut:
+@router.post("", response_model=OrderCreated, status_code=status.HTTP_201_CREATED)
+def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> OrderCreated:
     """Order for a patient: prices captured now, stock reserved first-expiry-first-out.
 
     409 `/problems/insufficient-stock` names the product, what was asked and what is available;
@@ -33,8 +34,7 @@ def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> Or
     order = service.create_order(session, actor, data)
     token = checkout.issue_link(session, actor, order)
     view = service.order_view(session, actor, order)
-    view.checkout_url = checkout.checkout_url(token)
-    return view
+    return OrderCreated(**view.model_dump(), checkout_url=checkout.checkout_url(token))
 
 
 @router.get("", response_model=Page[OrderSummary])

@@ -63,9 +63,10 @@ class OrderOut(BaseModel):
     fulfilled_at: datetime | None
     cancelled_at: datetime | None
     cancellation_reason: str | None
-    checkout_url: str | None = Field(
-        default=None, description="The patient's payment link; shown once, when it is issued"
-    )
+
+
+class OrderCreated(OrderOut):
+    checkout_url: str = Field(description="The patient's payment link; shown only this once")
 
 
 class CheckoutLinkOut(BaseModel):

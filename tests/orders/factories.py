@@ -74,15 +74,20 @@ def order_body(patient_id: str, *lines: tuple[str, int], **extra: Any) -> Json:
 def place_order(
     client: TestClient, headers: Headers, patient_id: str, *lines: tuple[str, int], **extra: Any
 ) -> Json:
+    """The created order as GET shows it (the one-time `checkout_url` is checked elsewhere)."""
     response = client.post(ORDERS, json=order_body(patient_id, *lines, **extra), headers=headers)
     assert response.status_code == 201, response.text
-    return response.json()
+    order: Json = response.json()
+    assert order.pop("checkout_url").startswith("http")
+    return order
 
 
 def get_order(client: TestClient, headers: Headers, order_id: str) -> Json:
     response = client.get(f"{ORDERS}/{order_id}", headers=headers)
     assert response.status_code == 200, response.text
-    return response.json()
+    order: Json = response.json()
+    assert "checkout_url" not in order  # a link's token is shown only when issued
+    return order
 
 
 def pay(db: Session, order_id: str) -> None:
@@ -125,7 +130,11 @@ def order_audit_actions(db: Session, order_id: str) -> list[tuple[str, str]]:
         (e.action, e.actor_subject)
         for e in db.scalars(
             select(AuditEntry)
-            .where(AuditEntry.entity_type == "order", AuditEntry.entity_id == order_id)
+            .where(
+                AuditEntry.entity_type == "order",
+                AuditEntry.entity_id == order_id,
+                AuditEntry.action.startswith("order."),
+            )
             .order_by(AuditEntry.seq)
         )
     ]

@@ -89,6 +89,7 @@ def test_creating_an_order_answers_201_pending_with_captured_prices_and_total(
 
     assert response.status_code == 201, response.text
     order = response.json()
+    assert "/pay/" in order.pop("checkout_url")  # shown once; GET does not repeat it
     assert order["status"] == "pending"
     assert order["patient_id"] == patient["id"]
     assert order["doctor_id"] == user_id(client, doctor)
