@@ -25,6 +25,7 @@ from app.audit import service as audit
 from app.config import get_settings
 from app.models import CheckoutLink, Order, Patient
 from app.models.base import utcnow
+from app.notifications import flows
 from app.patients.service import decrypt_patient
 
 COOKIE_NAME = "portal_checkout"
@@ -47,8 +48,12 @@ def checkout_url(token: str) -> str:
     return f"{get_settings().public_base_url.rstrip('/')}/pay/{token}"
 
 
-def issue_link(session: Session, actor: Actor, order: Order) -> str:
-    """A new link for the order (earlier ones are revoked). Returns the token, shown once."""
+def issue_link(session: Session, actor: Actor, order: Order, *, email: bool = True) -> str:
+    """A new link for the order (earlier ones are revoked). Returns the token, shown once.
+
+    The patient is e-mailed the link (`email=False` for a link that only leads to the status
+    page, sent inside another message).
+    """
     now = utcnow()
     session.execute(
         update(CheckoutLink)
@@ -65,6 +70,8 @@ def issue_link(session: Session, actor: Actor, order: Order) -> str:
     )
     session.add(link)
     session.flush()
+    if email:
+        flows.checkout_link_issued(session, order, link.id, checkout_url(token))
     audit.record(
         session,
         actor,
@@ -155,6 +162,11 @@ def check_date_of_birth(
     session: Session, link: CheckoutLink, answer: date, client_address: str | None
 ) -> bool:
     """Compare with the patient's date of birth; count failures and lock at the limit."""
+    # Guesses sent in parallel must each count: read the counters under the link's row lock
+    # (a plain read let them all see the same count and lose each other's increments).
+    session.refresh(link, with_for_update=True)
+    if link.locked_at is not None:
+        return False
     order = session.get(Order, link.order_id)
     assert order is not None
     patient = session.get(Patient, order.patient_id)

@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 from app import phi
 from app.actor import Actor, Role
 from app.audit import service as audit
+from app.checkout import service as checkout
 from app.config import get_settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
+from app.notifications import flows
 from app.orders import state
 from app.orders.schemas import (
     AllocationOut,
@@ -222,9 +224,12 @@ def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
     before = order.status
     state.move_to(order, "cancelled", utcnow())
     order.cancellation_reason = reason
-    if before == "paid":
-        refunds.refund_paid_order(session, order.id)
+    refunded = before == "paid" and refunds.refund_paid_order(session, order.id) > 0
     allocation.release(session, actor, order.id, _item_ids(session, order.id))
+    status_link = checkout.issue_link(session, actor, order, email=False)
+    flows.order_cancelled(
+        session, order, refunded=refunded, status_url=checkout.checkout_url(status_link)
+    )
     audit.record(
         session,
         actor,

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 
 from app.actor import Actor
 from app.audit import service as audit
+from app.checkout import service as checkout
 from app.config import get_settings
 from app.errors import Conflict, InvalidStateTransition, PortalError
 from app.models import Order, Payment, StripeEvent
 from app.models.base import utcnow
+from app.notifications import flows
 from app.orders import service as orders
 from app.payments import refunds
 from app.payments.stripe_gateway import stripe_client
@@ -254,6 +256,8 @@ def _apply_intent_event(
         settles = (payment.amount_cents, payment.currency) == (order.total_cents, order.currency)
         if order.status == "pending" and settles:
             orders.mark_paid(session, system, order.id)
+            status_link = checkout.issue_link(session, system, order, email=False)
+            flows.payment_received(session, order, checkout.checkout_url(status_link))
             return "order paid"
         if order.status == "pending":
             # An intent for an earlier total (the order was edited after it was created, and
