@@ -101,12 +101,14 @@ def revoke_links(session: Session, actor: Actor, order: Order) -> int:
 def state_of(link: CheckoutLink | None, order: Order | None = None) -> LinkState:
     if link is None:
         return LinkState.UNKNOWN
-    if link.revoked_at is not None:
-        return LinkState.REVOKED
     if link.locked_at is not None:
         return LinkState.LOCKED
     if order is not None and order.status != "pending":
+        # Paying or cancelling replaces the links; an old one then leads to the status page,
+        # not to "ask for a new link" (which would suggest paying again).
         return LinkState.CLOSED
+    if link.revoked_at is not None:
+        return LinkState.REVOKED
     if link.expires_at <= utcnow():
         return LinkState.EXPIRED
     return LinkState.VALID

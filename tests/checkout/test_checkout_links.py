@@ -423,3 +423,24 @@ def test_a_link_to_an_order_that_is_paid_leads_to_its_status_not_to_a_payment(
     answer = submit_date_of_birth(https, DATE_OF_BIRTH)
     assert_private_page(answer, 303)
     assert answer.headers["location"] == "/orders/status"
+
+
+def test_the_original_link_of_a_paid_order_leads_to_its_status_not_to_a_new_link(
+    https: TestClient, db: Session, order: Json
+) -> None:
+    from app.actor import Actor
+    from app.checkout import service as checkout
+    from app.orders import service as orders
+
+    order_id = uuid.UUID(order["id"])
+    orders.mark_paid(db, Actor.system("test"), order_id)
+    order_row = db.get(Order, order_id)
+    assert order_row is not None
+    checkout.issue_link(db, Actor.system("test"), order_row, email=False)  # what payment does
+    db.commit()
+
+    response = https.get(link_path(order["checkout_url"]), follow_redirects=True)
+
+    assert response.status_code == 200
+    assert "Paid" in response.text
+    assert "new payment link" not in response.text
