@@ -356,6 +356,9 @@ def up(
         "DATABASE_MIGRATION_URL": urls.owner,
         "OIDC_ISSUER": issuer,
     }
+    if settings.stripe_api_base and _is_local(settings.stripe_api_base):
+        # The local stand-in's Stripe.js has the Card Element, not the Payment Element.
+        env["STRIPE_CHECKOUT_UI"] = "card_element"
     try:
         if _is_local(issuer):
             idp_port = urlsplit(issuer).port or 80
