@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import email
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from email import policy
 from pathlib import Path
@@ -370,3 +371,65 @@ def test_a_declined_card_shows_the_error_and_leaves_the_order_awaiting_payment(
     page.goto(f"{stack.base}/orders/status")
     playwright_expect(page.locator("#order-status")).to_have_text("Awaiting payment")
     shot(page, "09-declined-status.png")
+
+
+def test_a_patient_orders_for_themselves_and_pays_through_the_returned_link(
+    stack: Stack, phone: BrowserContext
+) -> None:
+    product = ok(
+        stack.api.post(
+            "/products",
+            json={
+                "sku": f"OTC-{uuid.uuid4().hex[:8]}",
+                "name": "Alcohol prep pads (200)",
+                "price_cents": 900,
+            },
+            headers=stack.admin,
+        ),
+        201,
+    )
+    ok(
+        stack.api.post(
+            f"/products/{product['id']}/lots",
+            json={"lot_number": f"OTC-{uuid.uuid4().hex[:6]}", "quantity": 10},
+            headers=stack.admin,
+        ),
+        201,
+    )
+    # The storefront is public: no token, only the patient's own details.
+    listed = ok(stack.api.get("/public/products", params={"limit": 200}))["items"]
+    assert product["id"] in {p["id"] for p in listed}
+    order = ok(
+        stack.api.post(
+            "/public/orders",
+            json={
+                "items": [{"product_id": product["id"], "quantity": 2}],
+                "name": "Dana Selforder",
+                "email": f"dana.{uuid.uuid4().hex[:6]}@example.com",
+                "phone": "+1 555 010 0177",
+                "date_of_birth": DATE_OF_BIRTH,
+            },
+        ),
+        201,
+    )
+    assert order["total_cents"] == 1800
+
+    page = phone.new_page()
+    open_and_verify(page, stack, order)
+    playwright_expect(page.locator("#total")).to_have_text("$18.00")
+    fill_card(page, GOOD_CARD)
+    shot(page, "10-self-order-pay.png")
+    with page.expect_navigation(url=f"{stack.base}/orders/status"):
+        page.get_by_role("button", name="Pay $18.00").click()
+
+    wait_for(
+        "the signed webhook to mark the self-order paid",
+        lambda: (
+            ok(stack.api.get(f"/orders/{order['order_id']}", headers=stack.admin))["status"]
+            == "paid"
+        ),
+        stack,
+    )
+    page.reload()
+    playwright_expect(page.locator("#order-status")).to_have_text("Paid")
+    shot(page, "11-self-order-paid.png")
