@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.live_api import free_port as _free_port
 
 PORTAL = str(Path(sys.executable).parent / "portal")
 
@@ -82,12 +83,6 @@ def test_audit_verify_reports_intact_and_broken_chain(fresh_db: TestDatabase) ->
     broken = _portal(fresh_db, "audit", "verify")
     assert broken.returncode == 1
     assert "row 3" in broken.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(

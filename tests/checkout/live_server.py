@@ -22,11 +22,10 @@ import httpx
 from app.devstack import register_stripe_webhook
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
-from tests.payments.local_stripe import LocalStripe, free_port
+from tests.fixtures.live_api import PROJECT_ROOT, live_api
+from tests.payments.local_stripe import LocalStripe
 
-UVICORN = str(Path(sys.executable).parent / "uvicorn")
 PORTAL = str(Path(sys.executable).parent / "portal")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_checkout_tests_" + uuid.uuid4().hex
 API = "/api/v1"
 DATE_OF_BIRTH = "1975-09-14"
@@ -47,63 +46,23 @@ class Stack:
 def api_server(
     database: TestDatabase, issuer: JwtIssuer, stripe: LocalStripe, log_path: Path
 ) -> Iterator[str]:
-    """uvicorn configured for the checkout pages (localstripe's Stripe.js, the Card Element,
-    links on its own origin); stopped (and reaped) however the test ends."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "OIDC_", "STRIPE_", "CHECKOUT_", "SMTP_"))
-        and k != "PUBLIC_BASE_URL"
-    }
-    env.update(
-        ENVIRONMENT="test",
-        DATABASE_URL=database.app_url,
-        OIDC_ISSUER=issuer.url,
-        OIDC_AUDIENCE=AUDIENCE,
-        STRIPE_API_BASE=stripe.base,
-        STRIPE_JS_URL=f"{stripe.base}/js.stripe.com/v3/",
-        STRIPE_CHECKOUT_UI="card_element",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        PUBLIC_BASE_URL=base,
-    )
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                UVICORN,
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60  # importing the app is slow on a busy machine
-            while True:
-                assert process.poll() is None, f"server exited:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, f"server not up:\n{log_path.read_text()}"
-                try:
-                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+    """The API configured for the checkout pages: localstripe's Stripe.js, the Card Element,
+    links on its own origin."""
+
+    def settings(base: str) -> dict[str, str]:
+        return {
+            "DATABASE_URL": database.app_url,
+            "OIDC_ISSUER": issuer.url,
+            "OIDC_AUDIENCE": AUDIENCE,
+            "STRIPE_API_BASE": stripe.base,
+            "STRIPE_JS_URL": f"{stripe.base}/js.stripe.com/v3/",
+            "STRIPE_CHECKOUT_UI": "card_element",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "PUBLIC_BASE_URL": base,
+        }
+
+    with live_api(settings, log_path) as base:
+        yield base
 
 
 @contextmanager

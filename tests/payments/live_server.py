@@ -4,10 +4,6 @@ the services in committed transactions."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +11,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import httpx
 from sqlalchemy.orm import Session
 
 from app.actor import Actor, Role
@@ -30,10 +25,9 @@ from app.patients.schemas import PatientCreate
 from app.patients.service import create_patient
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
-from tests.payments.local_stripe import WEBHOOK_SECRET, LocalStripe, free_port
+from tests.fixtures.live_api import live_api
+from tests.payments.local_stripe import WEBHOOK_SECRET, LocalStripe
 
-UVICORN = str(Path(sys.executable).parent / "uvicorn")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DOCTOR_SUBJECT = "payments-doctor"
 
 
@@ -111,56 +105,13 @@ def live_server(
     workers: int = 2,
     access_log: bool = False,
 ) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 (a free port), pointed at the database, the issuer and localstripe;
-    stopped (and reaped) however the test ends."""
-    port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_", "STRIPE_"))
+    """The API on loopback, pointed at the database, the issuer and localstripe."""
+    settings = {
+        "DATABASE_URL": database.app_url,
+        "OIDC_ISSUER": issuer.url,
+        "OIDC_AUDIENCE": AUDIENCE,
+        "STRIPE_API_BASE": stripe.base,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
-    env.update(
-        DATABASE_URL=database.app_url,
-        OIDC_ISSUER=issuer.url,
-        OIDC_AUDIENCE=AUDIENCE,
-        STRIPE_API_BASE=stripe.base,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        ENVIRONMENT="test",
-    )
-    base = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                UVICORN,
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--access-log" if access_log else "--no-access-log",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60  # importing the app is slow on a busy machine
-            while True:
-                assert process.poll() is None, f"server exited:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, f"server not up:\n{log_path.read_text()}"
-                try:
-                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+    with live_api(settings, log_path, workers=workers, access_log=access_log) as base:
+        yield base

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.fixtures.live_api import free_port
 
 WEBHOOK_SECRET = "whsec_portal_tests_" + uuid.uuid4().hex
 API_KEY = "sk_test_x"
@@ -43,12 +44,6 @@ _STAND_IN = (
     "from localstripe.server import app; from aiohttp import web; "
     "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalStripe:

@@ -7,7 +7,6 @@ The provider runs as a subprocess; tokens come from its authorization-code flow
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,10 @@ from app.dev_identity import obtain_dev_token
 from app.errors import NotAuthenticated
 from app.security import TokenVerifier, get_verifier
 from tests.fixtures.identity import JwtIssuer
+from tests.fixtures.live_api import free_port
 
 ME = "/api/v1/users/me"
 CLIENT_ID = "portal-dev"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
