@@ -73,7 +73,7 @@ def compute_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(_content(entry)).hexdigest()
 
 
-def record(
+def _append(
     session: Session,
     actor: Actor,
     action: str,
@@ -84,7 +84,7 @@ def record(
     after: dict[str, Any] | None = None,
     redact: Collection[str] = (),
 ) -> AuditEntry:
-    """Append one audit row in the current transaction; `redact` names PHI fields to mask."""
+    """Append one row to the chain now (the caller holds the transaction open until commit)."""
     session.flush()  # the audited change first, so a failing change writes no audit row
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK})
     head = session.execute(
@@ -115,7 +115,7 @@ def record(
 PENDING_KEY = "portal_audit_pending"
 
 
-def record_at_commit(
+def record(
     session: Session,
     actor: Actor,
     action: str,
@@ -126,11 +126,11 @@ def record_at_commit(
     after: dict[str, Any] | None = None,
     redact: Collection[str] = (),
 ) -> None:
-    """Queue an audit row that is written just before this transaction commits.
+    """Record an audit row in this transaction: it joins the chain just before the commit.
 
-    For writes made before a request's real work (a user created at first sign-in): the audit
-    chain's lock must be the last lock a transaction takes, or a transaction holding it could
-    wait for row locks held by one that is waiting for it.
+    The chain's lock is then the last lock a transaction takes and is held only for the insert
+    and the commit: a transaction holding it never waits for row locks, and concurrent writers
+    are serialised for milliseconds instead of for the rest of their work.
     """
     pending = session.info.setdefault(PENDING_KEY, [])
     pending.append((actor, action, entity_type, entity_id, before, after, redact))
@@ -141,7 +141,7 @@ def _write_queued_audit_rows(session: Session) -> None:
     for actor, action, entity_type, entity_id, before, after, redact in session.info.pop(
         PENDING_KEY, []
     ):
-        record(
+        _append(
             session,
             actor,
             action,
@@ -220,3 +220,7 @@ def verify_chain(session: Session, progress: Any = None) -> VerificationResult:
         if progress is not None:
             progress(1)
     return VerificationResult(checked, prev_hash, None)
+
+
+# Kept for callers that say explicitly that the row is written at commit.
+record_at_commit = record
