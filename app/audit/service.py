@@ -220,7 +220,3 @@ def verify_chain(session: Session, progress: Any = None) -> VerificationResult:
         if progress is not None:
             progress(1)
     return VerificationResult(checked, prev_hash, None)
-
-
-# Kept for callers that say explicitly that the row is written at commit.
-record_at_commit = record

@@ -158,10 +158,10 @@ def receive_event(session: Session, event: dict[str, Any]) -> str:
     return outcome
 
 
-def _payment_for_intent(session: Session, intent: dict[str, Any]) -> Payment | None:
+def _locked_payment(session: Session, payment_intent_id: object) -> Payment | None:
     return session.scalar(
         select(Payment)
-        .where(Payment.stripe_payment_intent_id == intent.get("id"))
+        .where(Payment.stripe_payment_intent_id == payment_intent_id)
         .with_for_update()
     )
 
@@ -171,7 +171,7 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
     obj: dict[str, Any] = event.get("data", {}).get("object", {})
     system = Actor.system("stripe-webhook")
     if kind.startswith("payment_intent."):
-        payment = _payment_for_intent(session, obj)
+        payment = _locked_payment(session, obj.get("id"))
         if payment is None:
             return f"ignored: unknown payment intent {obj.get('id')}"
         order = session.get(Order, payment.order_id, with_for_update=True)
@@ -180,11 +180,7 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
             session, system, kind, obj, payment, order, created=event.get("created")
         )
     if kind == "charge.refunded":
-        payment = session.scalar(
-            select(Payment)
-            .where(Payment.stripe_payment_intent_id == obj.get("payment_intent"))
-            .with_for_update()
-        )
+        payment = _locked_payment(session, obj.get("payment_intent"))
         if payment is None:
             return "ignored: unknown charge"
         refunded = int(obj.get("amount_refunded") or 0)
@@ -192,11 +188,7 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
         payment.updated_at = utcnow()
         return f"refunded {payment.refunded_cents} cents"
     if kind == "charge.dispute.created":
-        payment = session.scalar(
-            select(Payment)
-            .where(Payment.stripe_payment_intent_id == obj.get("payment_intent"))
-            .with_for_update()
-        )
+        payment = _locked_payment(session, obj.get("payment_intent"))
         if payment is None:
             return "ignored: unknown charge"
         payment.disputed = True

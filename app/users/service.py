@@ -51,7 +51,7 @@ def resolve_signed_in_user(
         )
         if invited is not None:
             invited.oidc_subject = subject
-            audit.record_at_commit(
+            audit.record(
                 session,
                 via,
                 "user.linked",
@@ -76,7 +76,7 @@ def resolve_signed_in_user(
             .execution_options(populate_existing=True)
         ).one()
         if inserted is not None:
-            audit.record_at_commit(
+            audit.record(
                 session,
                 via,
                 "user.provisioned",
