@@ -165,23 +165,60 @@ def dev_token(
     print(token["access_token"])
 
 
+@audit_cli.command("seal")
+def audit_seal(
+    follow: Annotated[bool, typer.Option(help="Keep sealing until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(help="With --follow: seconds between seals")] = 0.5,
+) -> None:
+    """Append committed audit rows to the hash chain now (`portal worker` does it every poll)."""
+    import time
+
+    from sqlalchemy.orm import sessionmaker
+
+    from app.audit.service import seal_in_own_transaction
+    from app.db import make_engine
+
+    engine = make_engine(_urls().app, pool_size=1)
+    sessions = sessionmaker(engine)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    total = 0
+    try:
+        while True:
+            total += seal_in_own_transaction(sessions)
+            if not follow:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+    console.print(f"{total} audit rows sealed into the chain")
+
+
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Check the whole hash chain; names the first row that was changed, deleted or reordered."""
+    """Seal pending rows, then check the whole hash chain; names the first row that was
+    changed, deleted or reordered."""
     from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
-    from app.audit.service import verify_chain
+    from app.audit.service import seal_in_own_transaction, verify_chain
     from app.db import make_engine
     from app.models import AuditEntry
 
     engine = make_engine(_urls().app, pool_size=1)
+    sealed = seal_in_own_transaction(sessionmaker(engine))
     with Session(engine) as session:
         total = session.scalar(select(func.count()).select_from(AuditEntry)) or 0
         with _progress() as progress:
             task = progress.add_task("verifying", total=total)
             result = verify_chain(session, progress=lambda n: progress.advance(task, n))
     engine.dispose()
+    if sealed:
+        console.print(f"{sealed} pending rows sealed into the chain first")
+    if result.unsealed_rows:
+        console.print(f"{result.unsealed_rows} rows were written while verifying (not checked)")
     if result.ok:
         ok = "[green]audit chain intact[/green]"
         console.print(f"{ok}: {result.rows_checked} rows, head {result.head_hash}")
@@ -251,11 +288,13 @@ def worker(
     once: Annotated[bool, typer.Option(help="Deliver what is due, then exit")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls when idle")] = 1.0,
 ) -> None:
-    """Deliver the outbox (refunds, notifications) with retries; Ctrl-C stops it."""
+    """Deliver the outbox (refunds, notifications) with retries and seal the audit log into its
+    hash chain; Ctrl-C stops it."""
     import time
 
     from sqlalchemy.orm import sessionmaker
 
+    from app.audit.service import seal_in_own_transaction
     from app.db import make_engine
     from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
     from app.outbox.service import deliver_due
@@ -273,6 +312,7 @@ def worker(
     try:
         while True:
             report = deliver_due(sessions, handlers)
+            sealed = seal_in_own_transaction(sessions)
             if report.delivered or report.retried or report.dead:
                 console.print(
                     f"outbox: {report.delivered} delivered, {report.retried} to retry,"
@@ -280,7 +320,7 @@ def worker(
                 )
             if once:
                 return
-            if not (report.delivered or report.retried or report.dead):
+            if not (report.delivered or report.retried or report.dead or sealed):
                 time.sleep(interval)
     except KeyboardInterrupt:
         console.print("worker stopped")

@@ -224,7 +224,7 @@ def _seed_demo_orders(session: Session) -> int:
             items=[OrderLine(product_id=skus[sku], quantity=qty) for sku, qty in lines],
             note=note,
         )
-        return orders_service.create_order(session, actor, data).id
+        return orders_service.create_order(session, actor, data).order.id
 
     order(0, [("SEMA-0.25", 1), ("SYR-1ML", 1)], note="Start at 0.25 mg weekly")
     paid = order(1, [("B12-1000", 2)])

@@ -10,6 +10,7 @@ the catalog with `app.seeds.seed_scale`, and starts the development identity pro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,11 +22,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psutil
@@ -397,6 +398,219 @@ def write_results(name: str, results: dict[str, Any], output: Path | None) -> Pa
     return path
 
 
+# -- a minimal HTTP/1.1 client for load generation --------------------------------------------
+
+
+class RawHttpError(Exception):
+    """A response this client cannot read (malformed, or a framing it does not support)."""
+
+
+class RawResponse(NamedTuple):
+    status: int
+    body: bytes
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection: writes a request, parses one response at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[RawResponse] | None = None
+        self.closed = False
+        self.close_after = False  # the server said `Connection: close`
+        self.head: tuple[int, int, int | None, bool] | None = None  # status, body at, length
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is not None:
+            try:
+                self._parse()
+            except (RawHttpError, ValueError) as exc:
+                self._fail(exc if isinstance(exc, RawHttpError) else RawHttpError(str(exc)))
+                self.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost fails a pending request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _parse(self) -> None:
+        buffer = self.buffer
+        if self.head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > 65536:
+                    raise RawHttpError("response head larger than 64 KiB")
+                return
+            lines = bytes(buffer[:end]).split(b"\r\n")
+            status_line = lines[0]
+            if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
+                raise RawHttpError(f"bad status line {status_line[:80]!r}")
+            status = int(status_line[9:12])
+            length: int | None = None
+            chunked = False
+            keep_alive = status_line.startswith(b"HTTP/1.1")
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = value.strip().lower() == b"chunked"
+                    if not chunked:
+                        raise RawHttpError(f"unsupported Transfer-Encoding {value.strip()!r}")
+                elif name == b"connection":
+                    token = value.strip().lower()
+                    if token == b"close":
+                        keep_alive = False
+                    elif token == b"keep-alive":
+                        keep_alive = True
+            if 100 <= status < 200:  # an interim response (not asked for): skip it
+                del buffer[: end + 4]
+                self._parse()
+                return
+            if status in (204, 304):
+                length = 0
+            elif length is None and not chunked:
+                raise RawHttpError("response without Content-Length or chunked encoding")
+            self.close_after = not keep_alive
+            self.head = (status, end + 4, None if chunked else length, chunked)
+        status, start, length, chunked = self.head
+        if chunked:
+            parsed = _dechunk(buffer, start)
+            if parsed is None:
+                return
+            body, consumed = parsed
+        else:
+            assert length is not None
+            if len(buffer) - start < length:
+                return
+            body, consumed = bytes(buffer[start : start + length]), start + length
+        del buffer[:consumed]
+        self.head = None
+        waiter, self.waiter = self.waiter, None
+        if self.close_after:
+            self.abort()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(RawResponse(status, body))
+
+
+def _dechunk(buffer: bytearray, at: int) -> tuple[bytes, int] | None:
+    """A whole chunked body from `buffer[at:]` and where it ends, or None if incomplete."""
+    parts: list[bytes] = []
+    while True:
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buffer[at:eol]).split(b";", 1)[0], 16)
+        except ValueError:
+            raise RawHttpError(f"bad chunk size line {bytes(buffer[at:eol])[:40]!r}") from None
+        at = eol + 2
+        if size == 0:
+            while True:  # trailers, up to the empty line
+                eol = buffer.find(b"\r\n", at)
+                if eol < 0:
+                    return None
+                if eol == at:
+                    return b"".join(parts), eol + 2
+                at = eol + 2
+        if len(buffer) < at + size + 2:
+            return None
+        parts.append(bytes(buffer[at : at + size]))
+        at += size + 2
+
+
+class RawHttpClient:
+    """A minimal HTTP/1.1 client on one keep-alive connection, for load generators.
+
+    httpx costs the load generator 0.7-2.5 ms of CPU per request, this about 0.02 ms (loopback
+    POST of ~1 KB answers, uvloop), which matters when the load generator shares a few cores
+    with the server it measures. Plain `http://` only. Requests are written as given (the
+    caller pre-builds the header block, see `header_block`); a response is read by its
+    Content-Length or chunked encoding, and `Connection: close` (or a connection the server
+    closed while idle) makes the next request reconnect. One request at a time; `timeout`
+    bounds each request (connect, write and the whole response). Failures raise OSError
+    (ConnectionError, TimeoutError) or RawHttpError.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"RawHttpClient speaks plain http://, not {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.timeout = timeout
+        self.host_header = f"Host: {parts.netloc}\r\n".encode()
+        self._connection: _HttpConnection | None = None
+
+    @staticmethod
+    def header_block(headers: Mapping[str, str]) -> bytes:
+        """`Name: value\r\n` lines, to pass as `headers` to `request` (built once, reused)."""
+        return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(_HttpConnection, self.host, self.port), self.timeout
+        )
+        self._connection = connection
+
+    async def request(
+        self, method: str, path: str, *, headers: bytes = b"", body: bytes = b""
+    ) -> RawResponse:
+        """One request; `headers` is a `header_block` (Host and Content-Length are added)."""
+        if self._connection is None or self._connection.closed:
+            await self.connect()
+        connection = self._connection
+        assert connection is not None and connection.transport is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RawResponse] = loop.create_future()
+        connection.waiter = waiter
+        connection.transport.write(
+            b"%s %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n%s"
+            % (method.encode(), path.encode(), self.host_header, headers, len(body), body)
+        )
+        if connection.buffer:  # bytes the server sent unasked (should not happen)
+            connection.data_received(b"")
+        timer = loop.call_later(self.timeout, _time_out, waiter)
+        try:
+            return await waiter
+        except BaseException:
+            connection.abort()  # cancelled, timed out or failed: the stream is out of step
+            raise
+        finally:
+            timer.cancel()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.closed = True
+            if self._connection.transport is not None:
+                self._connection.transport.close()
+            self._connection = None
+
+
+def _time_out(waiter: asyncio.Future[RawResponse]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("no complete response within the timeout"))
+
+
 # -- seed -------------------------------------------------------------------------------------
 
 
@@ -443,6 +657,11 @@ class ApiStack:
     def identity_provider_pid(self) -> int:
         return dict(self.supervisor.children)["identity-provider"].pid
 
+    @property
+    def audit_sealer_pid(self) -> int | None:
+        child = dict(self.supervisor.children).get("audit-sealer")
+        return child.pid if child else None
+
     def worker_pids(self) -> list[int]:
         """The uvicorn worker processes (children of the API's main process)."""
         with contextlib.suppress(psutil.Error):
@@ -463,9 +682,13 @@ def start_api(
     *,
     workers: int,
     env: dict[str, str] | None = None,
+    audit_sealer: bool = False,
 ) -> ApiStack:
     """The development identity provider and `uvicorn app.main:create_app --workers N`, both on
-    free loopback ports; stopped when `stack` unwinds (their logs are printed on failure)."""
+    free loopback ports; stopped when `stack` unwinds (their logs are printed on failure).
+
+    With `audit_sealer`, also `portal audit seal --follow`: in production the worker seals the
+    audit rows that requests write, and that work belongs in a write benchmark."""
     supervisor = Supervisor(log_dir=workdir / "logs")
     stack.callback(supervisor.stop)
     stack.callback(_print_logs_on_failure, supervisor, results)
@@ -503,4 +726,11 @@ def start_api(
         },
     )
     supervisor.wait_http("api", base_url + "/healthz")
+    if audit_sealer:
+        log("starting the audit sealer (portal audit seal --follow)")
+        supervisor.start(
+            "audit-sealer",
+            [venv_binary("portal"), "audit", "seal", "--follow", "--interval", "0.5"],
+            env={"DATABASE_URL": db.app, "ENVIRONMENT": "development", "PYTHONUNBUFFERED": "1"},
+        )
     return ApiStack(supervisor=supervisor, issuer=issuer, base_url=base_url, workers=workers)

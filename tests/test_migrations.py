@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, pool
+from psycopg.types.json import Jsonb
+from sqlalchemy import create_engine, inspect, pool, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import sqlalchemy_url
+from app.actor import Actor
+from app.audit import service as audit
+from app.audit.service import GENESIS_HASH, chain_hash
+from app.db import make_engine, sqlalchemy_url
 from app.migrations import alembic_config
-from app.models import Base
+from app.models import AuditEntry, Base
 from tests.fixtures.database import TestDatabase, create_database, drop_database
 
 
@@ -56,3 +64,51 @@ def test_downgrade_then_upgrade_round_trips(empty_db: TestDatabase) -> None:
     command.upgrade(config, "head")
     assert expected <= _tables(empty_db.owner_url)
     assert _diff(empty_db.owner_url) == []
+
+
+def test_audit_rows_chained_before_0005_stay_in_the_chain(empty_db: TestDatabase) -> None:
+    """0005 (rows written unsealed, chained by the sealer) keeps the chain written before it."""
+    config = alembic_config(empty_db.owner_url)
+    command.upgrade(config, "0004")
+    prev_hash = GENESIS_HASH
+    with psycopg.connect(empty_db.owner_url, autocommit=True) as conn:
+        for seq in (1, 2):  # as 0001-0004 wrote them: chained at insert
+            row: dict[str, Any] = {
+                "seq": seq,
+                "occurred_at": datetime(2026, 1, seq, tzinfo=UTC),
+                "actor_subject": "admin-before",
+                "actor_role": "admin",
+                "action": "thing.created",
+                "entity_type": "thing",
+                "entity_id": str(seq),
+                "before": None,
+                "after": {"n": seq},
+                "request_id": None,
+                "client_address": None,
+                "prev_hash": prev_hash,
+            }
+            row["row_hash"] = prev_hash = chain_hash(row)
+            conn.execute(
+                "INSERT INTO audit_log (seq, occurred_at, actor_subject, actor_role, action,"
+                " entity_type, entity_id, after, prev_hash, row_hash) VALUES (%(seq)s,"
+                " %(occurred_at)s, %(actor_subject)s, %(actor_role)s, %(action)s,"
+                " %(entity_type)s, %(entity_id)s, %(after)s, %(prev_hash)s, %(row_hash)s)",
+                {**row, "after": Jsonb(row["after"])},
+            )
+    command.upgrade(config, "head")
+
+    engine = make_engine(empty_db.app_url, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            audit.record(session, Actor.system("test"), "thing.created", "thing", "3")
+        assert audit.seal_in_own_transaction(sessionmaker(engine)) == 1
+        with Session(engine) as session:
+            rows = session.execute(
+                select(AuditEntry.id, AuditEntry.seq, AuditEntry.prev_hash).order_by(AuditEntry.id)
+            ).all()
+            result = audit.verify_chain(session)
+    finally:
+        engine.dispose()
+    assert [(r.id, r.seq) for r in rows] == [(1, 1), (2, 2), (3, 3)]
+    assert rows[2].prev_hash == prev_hash
+    assert (result.ok, result.rows_checked) == (True, 3)

@@ -25,8 +25,9 @@ def read_audit_log(
     entity_id: Annotated[str | None, Query(max_length=64)] = None,
     actor_subject: Annotated[str | None, Query(max_length=255)] = None,
 ) -> Page[AuditEntryOut]:
-    """The audit log, newest first."""
-    query = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
+    """The audit log, newest first. A row's `seq` and `row_hash` are null until it is sealed
+    into the hash chain (within about a second, by the worker)."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if entity_type:
         query = query.where(AuditEntry.entity_type == entity_type)
     if entity_id:
@@ -34,16 +35,17 @@ def read_audit_log(
     if actor_subject:
         query = query.where(AuditEntry.actor_subject == actor_subject)
     if cursor:
-        (before_seq,) = decode_cursor(cursor, 1, parse=(int,))
-        query = query.where(AuditEntry.seq < before_seq)
+        (before_id,) = decode_cursor(cursor, 1, parse=(int,))
+        query = query.where(AuditEntry.id < before_id)
     rows = list(session.scalars(query))
     items = [AuditEntryOut.model_validate(r) for r in rows]
-    return page_of(items, rows, limit, lambda row: (row.seq,))
+    return page_of(items, rows, limit, lambda row: (row.id,))
 
 
 @router.get("/verification", response_model=ChainStatus)
 def verify_audit_chain(actor: AdminActor, session: DbSession) -> ChainStatus:
-    """Walks the whole hash chain (the same check as `portal audit verify`)."""
+    """Seals what is pending, then walks the whole hash chain (as `portal audit verify`)."""
+    service.seal(session)
     result = service.verify_chain(session)
     return ChainStatus(
         ok=result.ok,
@@ -51,4 +53,6 @@ def verify_audit_chain(actor: AdminActor, session: DbSession) -> ChainStatus:
         head_hash=result.head_hash,
         first_bad_seq=result.first_break.seq if result.first_break else None,
         problem=result.first_break.problem if result.first_break else None,
+        unsealed_rows=result.unsealed_rows,
+        sealing_overdue=result.sealing_overdue,
     )

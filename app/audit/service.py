@@ -1,29 +1,34 @@
 """The audit log: one hash-chained row per create, update, delete and PHI read.
 
-`record()` writes in the caller's transaction. Writers serialise on a transaction-scoped advisory
-lock while they read the chain's head and append, so concurrent transactions never fork the chain;
-the lock is released at commit or rollback. Services record last, so the lock is held briefly.
+`record()` writes the row in the caller's transaction, so it commits or rolls back with the
+change it describes; no lock is taken there, so audited writes never queue behind each other.
+The row is born unsealed. `seal()` (run by the worker every poll, and before every
+verification) appends unsealed committed rows to the hash chain in insertion order, in a short
+transaction of its own under an advisory lock, so there is one chain and it never forks. The
+database allows exactly that one change to a row, once (see migration 0005).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
 from app.models import AuditEntry
 
 GENESIS_HASH = "0" * 64
-# Arbitrary constant identifying the audit chain's advisory lock.
+# Arbitrary constant identifying the sealer's advisory lock.
 AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
+# `verify` reports rows still unsealed after this long: the worker is not sealing.
+SEAL_OVERDUE = timedelta(minutes=5)
 
 REDACTED = "[redacted]"
 
@@ -51,65 +56,32 @@ def snapshot(values: dict[str, Any] | None, *, redact: Collection[str] = ()) -> 
     }
 
 
-def _content(entry: AuditEntry) -> bytes:
-    content = {
-        "seq": entry.seq,
-        "occurred_at": entry.occurred_at.astimezone(UTC).isoformat(),
-        "actor_subject": entry.actor_subject,
-        "actor_role": entry.actor_role,
-        "action": entry.action,
-        "entity_type": entry.entity_type,
-        "entity_id": entry.entity_id,
-        "before": entry.before,
-        "after": entry.after,
-        "request_id": entry.request_id,
-        "client_address": entry.client_address,
-        "prev_hash": entry.prev_hash,
-    }
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+HASHED_FIELDS = (
+    "seq",
+    "occurred_at",
+    "actor_subject",
+    "actor_role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "before",
+    "after",
+    "request_id",
+    "client_address",
+    "prev_hash",
+)
+
+
+def chain_hash(fields: Mapping[str, Any]) -> str:
+    """SHA-256 over a row's content and its place in the chain (`seq`, `prev_hash`)."""
+    content = {name: fields[name] for name in HASHED_FIELDS}
+    content["occurred_at"] = fields["occurred_at"].astimezone(UTC).isoformat()
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def compute_hash(entry: AuditEntry) -> str:
-    return hashlib.sha256(_content(entry)).hexdigest()
-
-
-def _append(
-    session: Session,
-    actor: Actor,
-    action: str,
-    entity_type: str,
-    entity_id: object,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    redact: Collection[str] = (),
-) -> AuditEntry:
-    """Append one row to the chain now (the caller holds the transaction open until commit)."""
-    session.flush()  # the audited change first, so a failing change writes no audit row
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK})
-    head = session.execute(
-        select(AuditEntry.seq, AuditEntry.row_hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    seq, prev_hash = (head.seq + 1, head.row_hash) if head else (1, GENESIS_HASH)
-    entry = AuditEntry(
-        seq=seq,
-        # Microsecond precision survives the round trip through timestamptz, so the hash does.
-        occurred_at=datetime.now(UTC),
-        actor_subject=actor.subject,
-        actor_role=str(actor.role),
-        action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        before=snapshot(before, redact=redact),
-        after=snapshot(after, redact=redact),
-        request_id=actor.request_id,
-        client_address=actor.client_address,
-        prev_hash=prev_hash,
-    )
-    entry.row_hash = compute_hash(entry)
-    session.add(entry)
-    session.flush()
-    return entry
+    return chain_hash({name: getattr(entry, name) for name in HASHED_FIELDS})
 
 
 PENDING_KEY = "portal_audit_pending"
@@ -126,36 +98,83 @@ def record(
     after: dict[str, Any] | None = None,
     redact: Collection[str] = (),
 ) -> None:
-    """Record an audit row in this transaction: it joins the chain just before the commit.
+    """Record an audit row in this transaction (written, unsealed, just before the commit).
 
-    The chain's lock is then the last lock a transaction takes and is held only for the insert
-    and the commit: a transaction holding it never waits for row locks, and concurrent writers
-    are serialised for milliseconds instead of for the rest of their work.
+    Rows are queued and inserted together at commit, one statement per transaction; a
+    transaction that rolls back writes none.
     """
-    pending = session.info.setdefault(PENDING_KEY, [])
-    pending.append((actor, action, entity_type, entity_id, before, after, redact))
+    row = {
+        # Microsecond precision survives the round trip through timestamptz, so the hash does.
+        "occurred_at": datetime.now(UTC),
+        "actor_subject": actor.subject,
+        "actor_role": str(actor.role),
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": str(entity_id),
+        "before": snapshot(before, redact=redact),
+        "after": snapshot(after, redact=redact),
+        "request_id": actor.request_id,
+        "client_address": actor.client_address,
+    }
+    session.info.setdefault(PENDING_KEY, []).append(row)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_queued_audit_rows(session: Session) -> None:
-    for actor, action, entity_type, entity_id, before, after, redact in session.info.pop(
-        PENDING_KEY, []
-    ):
-        _append(
-            session,
-            actor,
-            action,
-            entity_type,
-            entity_id,
-            before=before,
-            after=after,
-            redact=redact,
-        )
+    rows = session.info.pop(PENDING_KEY, [])
+    if rows:
+        session.flush()  # the audited changes first
+        session.execute(insert(AuditEntry), rows)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_queued_audit_rows(session: Session, previous_transaction: object) -> None:
     session.info.pop(PENDING_KEY, None)
+
+
+def _unsealed_batch(session: Session, limit: int) -> list[dict[str, Any]]:
+    columns = [AuditEntry.id, *(getattr(AuditEntry, n) for n in HASHED_FIELDS)]
+    rows = session.execute(
+        select(*columns).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def seal(session: Session, *, batch: int = 1000) -> int:
+    """Append every committed unsealed row to the chain, in insertion order; returns how many.
+
+    Takes the sealer's advisory lock for the rest of the transaction; if another sealer holds
+    it, returns 0 at once (that one will seal these rows). The caller commits.
+    """
+    if not session.scalar(select(func.pg_try_advisory_xact_lock(AUDIT_CHAIN_LOCK))):
+        return 0
+    head = session.execute(
+        select(AuditEntry.seq, AuditEntry.row_hash)
+        .where(AuditEntry.seq.is_not(None))
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev_hash = (head.seq, head.row_hash) if head else (0, GENESIS_HASH)
+    sealed = 0
+    while rows := _unsealed_batch(session, batch):
+        for row in rows:
+            seq += 1
+            row.update(seq=seq, prev_hash=prev_hash)
+            row["row_hash"] = prev_hash = chain_hash(row)
+        session.execute(
+            update(AuditEntry),
+            [{k: row[k] for k in ("id", "seq", "prev_hash", "row_hash")} for row in rows],
+        )
+        sealed += len(rows)
+        if len(rows) < batch:
+            break
+    return sealed
+
+
+def seal_in_own_transaction(sessions: Callable[[], Session]) -> int:
+    """`seal()` in a transaction of its own, committed: for the worker and the CLI."""
+    with sessions() as session, session.begin():
+        return seal(session)
 
 
 @dataclass(frozen=True)
@@ -169,54 +188,59 @@ class VerificationResult:
     rows_checked: int
     head_hash: str
     first_break: ChainBreak | None
+    unsealed_rows: int = 0
+    oldest_unsealed_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
         return self.first_break is None
 
+    @property
+    def sealing_overdue(self) -> bool:
+        """Rows written long ago are still outside the chain: is the worker running?"""
+        oldest = self.oldest_unsealed_at
+        return oldest is not None and datetime.now(UTC) - oldest > SEAL_OVERDUE
 
-def _stream(session: Session, batch: int = 5000) -> Iterator[AuditEntry]:
+
+def _stream(session: Session, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Sealed rows in chain order, as plain mappings (nothing is kept in the session)."""
+    columns = [*(getattr(AuditEntry, n) for n in HASHED_FIELDS), AuditEntry.row_hash]
     last = 0
     while True:
-        rows = session.scalars(
-            select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+        rows = session.execute(
+            select(*columns).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
         ).all()
         if not rows:
             return
-        yield from rows
+        for row in rows:
+            yield dict(row._mapping)
         last = rows[-1].seq
-        session.expunge_all()
 
 
 def verify_chain(session: Session, progress: Any = None) -> VerificationResult:
-    """Walk the chain from the first row; report the first row changed, deleted or reordered."""
+    """Walk the sealed chain from the first row; report the first row changed, deleted or
+    reordered, and how many rows still wait for the sealer."""
+    unsealed, oldest = session.execute(
+        select(func.count(), func.min(AuditEntry.occurred_at)).where(AuditEntry.seq.is_(None))
+    ).one()
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    for entry in _stream(session):
-        if entry.seq != expected_seq:
-            return VerificationResult(
-                checked,
-                prev_hash,
-                ChainBreak(
-                    expected_seq, f"row {expected_seq} is missing (next row is {entry.seq})"
-                ),
+
+    def result(first_break: ChainBreak | None) -> VerificationResult:
+        return VerificationResult(checked, prev_hash, first_break, unsealed, oldest)
+
+    for row in _stream(session):
+        seq = row["seq"]
+        if seq != expected_seq:
+            return result(
+                ChainBreak(expected_seq, f"row {expected_seq} is missing (next row is {seq})")
             )
-        if entry.prev_hash != prev_hash:
-            return VerificationResult(
-                checked,
-                prev_hash,
-                ChainBreak(
-                    entry.seq, f"row {entry.seq} does not follow row {entry.seq - 1} (reordered?)"
-                ),
-            )
-        if compute_hash(entry) != entry.row_hash:
-            return VerificationResult(
-                checked,
-                prev_hash,
-                ChainBreak(entry.seq, f"row {entry.seq} was changed after it was written"),
-            )
-        prev_hash = entry.row_hash
+        if row["prev_hash"] != prev_hash:
+            return result(ChainBreak(seq, f"row {seq} does not follow row {seq - 1} (reordered?)"))
+        if chain_hash(row) != row["row_hash"]:
+            return result(ChainBreak(seq, f"row {seq} was changed after it was written"))
+        prev_hash = row["row_hash"]
         expected_seq += 1
         checked += 1
         if progress is not None:
             progress(1)
-    return VerificationResult(checked, prev_hash, None)
+    return result(None)

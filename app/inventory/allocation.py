@@ -4,8 +4,8 @@
   concurrent orders always lock in the same global order and cannot deadlock.
 - Lots are taken first-expiry-first-out, skipping lots that are not `available` or that expire
   within the minimum remaining shelf life.
-- Each take is an atomic conditional UPDATE (`... WHERE on_hand - reserved >= n`), with the
-  lots' CHECK constraints as the backstop, plus a ledger row.
+- All takes are one atomic conditional UPDATE (`... WHERE on_hand - reserved >= n` per lot),
+  with the lots' CHECK constraints as the backstop, plus one ledger row per lot.
 - If any product is short, `InsufficientStock` is raised before anything is written for it; the
   caller's transaction rolls back, so no item of the order keeps a reservation.
 """
@@ -15,15 +15,29 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Uuid,
+    and_,
+    column,
+    insert,
+    or_,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from app.actor import Actor
 from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory.repository import today
-from app.inventory.service import record_movement
+from app.inventory.service import record_movement, record_movements
 from app.models import Lot, LotAllocation, OrderItem, Product
 
 
@@ -40,8 +54,27 @@ def reservable(min_shelf_life_days: int) -> ColumnElement[bool]:
     )
 
 
-def _fefo_key(lot: Lot) -> tuple[date, object, uuid.UUID]:
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Units of one order item reserved from one lot."""
+
+    order_item_id: uuid.UUID
+    lot_id: uuid.UUID
+    lot_number: str
+    expiration_date: date | None
+    quantity: int
+
+
+def _fefo_key(lot: Any) -> tuple[date, object, uuid.UUID]:
     return (lot.expiration_date or date.max, lot.created_at, lot.id)
+
+
+def expire_loaded_lots(session: Session, lot_ids: Iterable[uuid.UUID]) -> None:
+    """Lots changed by a set-based UPDATE: drop stale counters of any loaded in the session."""
+    for lot_id in lot_ids:
+        loaded = session.identity_map.get(identity_key(Lot, lot_id))
+        if loaded is not None:
+            session.expire(loaded)
 
 
 def reserve(
@@ -52,21 +85,31 @@ def reserve(
     products: dict[uuid.UUID, Product],
     *,
     min_shelf_life_days: int,
-) -> list[LotAllocation]:
+) -> list[Reservation]:
+    """Reserve every item's quantity, first-expiry-first-out, in four statements: lock the
+    candidate lots, take from them in one conditional UPDATE, then write the allocations and
+    the ledger rows. Raises `InsufficientStock` before writing if any product is short."""
     items = sorted(items, key=lambda item: item.product_id)
     product_ids = [item.product_id for item in items]
-    lots = session.scalars(
-        select(Lot)
+    lots = session.execute(
+        select(
+            Lot.id,
+            Lot.product_id,
+            Lot.lot_number,
+            Lot.expiration_date,
+            Lot.created_at,
+            Lot.quantity_on_hand,
+            Lot.quantity_reserved,
+        )
         .where(Lot.product_id.in_(product_ids), reservable(min_shelf_life_days))
         .order_by(Lot.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        .with_for_update(of=Lot)
     ).all()
-    by_product: dict[uuid.UUID, list[Lot]] = defaultdict(list)
+    by_product: dict[uuid.UUID, list[Any]] = defaultdict(list)
     for lot in lots:
         by_product[lot.product_id].append(lot)
 
-    plan: list[tuple[OrderItem, Lot, int]] = []
+    plan: list[Reservation] = []
     for item in items:
         candidates = sorted(by_product[item.product_id], key=_fefo_key)
         available = sum(lot.quantity_on_hand - lot.quantity_reserved for lot in candidates)
@@ -83,29 +126,51 @@ def reserve(
         for lot in candidates:
             take = min(needed, lot.quantity_on_hand - lot.quantity_reserved)
             if take > 0:
-                plan.append((item, lot, take))
+                plan.append(Reservation(item.id, lot.id, lot.lot_number, lot.expiration_date, take))
                 needed -= take
             if needed == 0:
                 break
 
-    allocations: list[LotAllocation] = []
-    for item, lot, take in sorted(plan, key=lambda step: step[1].id):
-        taken = session.execute(
-            update(Lot)
-            .where(Lot.id == lot.id, Lot.quantity_on_hand - Lot.quantity_reserved >= take)
-            .values(quantity_reserved=Lot.quantity_reserved + take)
-            .returning(Lot.id)
-        ).first()
-        if taken is None:  # impossible while we hold the row lock; the CHECK is the backstop
-            raise InsufficientStock(f"lot {lot.lot_number} changed while reserving")
-        record_movement(
-            session, actor, lot.id, delta_reserved=take, reason="reservation", order_id=order_id
+    takes: dict[uuid.UUID, int] = defaultdict(int)
+    for step in plan:
+        takes[step.lot_id] += step.quantity
+    wanted = values(column("lot_id", Uuid), column("take", Integer), name="wanted").data(
+        sorted(takes.items())
+    )
+    taken = session.scalars(
+        update(Lot)
+        .where(
+            Lot.id == wanted.c.lot_id,
+            Lot.quantity_on_hand - Lot.quantity_reserved >= wanted.c.take,
         )
-        allocation = LotAllocation(order_item_id=item.id, lot_id=lot.id, quantity=take)
-        session.add(allocation)
-        allocations.append(allocation)
-    session.flush()
-    return allocations
+        .values(quantity_reserved=Lot.quantity_reserved + wanted.c.take)
+        .returning(Lot.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if len(taken) != len(takes):  # impossible while we hold the row locks; CHECKs are the backstop
+        raise InsufficientStock("a lot changed while reserving; try again")
+    expire_loaded_lots(session, takes)
+    session.execute(
+        insert(LotAllocation),
+        [
+            {"order_item_id": r.order_item_id, "lot_id": r.lot_id, "quantity": r.quantity}
+            for r in plan
+        ],
+    )
+    record_movements(
+        session,
+        actor,
+        [
+            {
+                "lot_id": lot_id,
+                "delta_reserved": take,
+                "reason": "reservation",
+                "order_id": order_id,
+            }
+            for lot_id, take in sorted(takes.items())
+        ],
+    )
+    return sorted(plan, key=lambda r: (r.expiration_date or date.max, r.lot_id))
 
 
 def _allocations_with_lots(

@@ -11,7 +11,7 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -83,6 +83,26 @@ def record_movement(
     )
     session.add(movement)
     return movement
+
+
+def record_movements(session: Session, actor: Actor, movements: list[dict[str, Any]]) -> None:
+    """Several ledger rows in one statement; each dict holds `record_movement`'s arguments."""
+    if movements:
+        session.execute(
+            insert(StockMovement),
+            [
+                {
+                    "delta_on_hand": 0,
+                    "delta_reserved": 0,
+                    "reason_code": None,
+                    "note": None,
+                    "order_id": None,
+                    **movement,
+                    "actor_subject": actor.subject,
+                }
+                for movement in movements
+            ],
+        )
 
 
 def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: LotReceive) -> Lot:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, Identity, Index, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -13,14 +13,23 @@ from app.models.base import Base
 class AuditEntry(Base):
     """One row of the hash-chained, append-only audit log.
 
-    `row_hash` = SHA-256 over the row's content and `prev_hash`; `seq` is gap-free. The
-    application's database role may only INSERT and SELECT this table.
+    A row is inserted unsealed, in its business transaction; the sealer then gives it its place
+    in the chain: `seq` (gap-free), `prev_hash` and `row_hash` = SHA-256 over the row's content
+    and `prev_hash`. The database refuses any other change, and every DELETE or TRUNCATE.
     """
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),
+        Index("ix_audit_log_unsealed", "id", postgresql_where=text("seq IS NULL")),
+        CheckConstraint(
+            "(seq IS NULL) = (prev_hash IS NULL) AND (seq IS NULL) = (row_hash IS NULL)",
+            name="sealed_whole",
+        ),
+    )
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     occurred_at: Mapped[datetime]
     actor_subject: Mapped[str] = mapped_column(String(255))
     actor_role: Mapped[str] = mapped_column(String(16))
@@ -31,5 +40,5 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     request_id: Mapped[str | None] = mapped_column(String(64))
     client_address: Mapped[str | None] = mapped_column(String(64))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    row_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64), unique=True)

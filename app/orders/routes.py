@@ -31,10 +31,9 @@ def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> Or
     409 `/problems/insufficient-stock` names the product, what was asked and what is available;
     then nothing is reserved for any item.
     """
-    order = service.create_order(session, actor, data)
-    token = checkout.issue_link(session, actor, order)
-    view = service.order_view(session, actor, order)
-    return OrderCreated(**view.model_dump(), checkout_url=checkout.checkout_url(token))
+    created = service.create_order(session, actor, data)
+    token = checkout.issue_link(session, actor, created.order)
+    return OrderCreated(**dict(created.view()), checkout_url=checkout.checkout_url(token))
 
 
 @router.get("", response_model=Page[OrderSummary])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -104,12 +105,12 @@ def _add_items_and_reserve(
     order: Order,
     items: list[OrderItem],
     products: dict[uuid.UUID, Product],
-) -> None:
+) -> list[allocation.Reservation]:
     """Price the order from its items and reserve their stock (all or nothing)."""
     order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
     session.add_all(items)
-    session.flush()
-    allocation.reserve(
+    session.flush()  # the order (if new) and its items, in one statement per table
+    return allocation.reserve(
         session,
         actor,
         order.id,
@@ -135,7 +136,35 @@ def _summary(order: Order, items: list[OrderItem]) -> dict[str, Any]:
     }
 
 
-def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
+@dataclass(frozen=True)
+class CreatedOrder:
+    """A new order with what its view needs, so that no read-back is needed."""
+
+    order: Order
+    items: list[OrderItem]
+    products: dict[uuid.UUID, Product]
+    reservations: list[allocation.Reservation]
+    note: str | None
+
+    def view(self) -> OrderOut:
+        by_item: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
+        for r in self.reservations:
+            by_item[r.order_item_id].append(
+                AllocationOut(
+                    lot_id=r.lot_id,
+                    lot_number=r.lot_number,
+                    expiration_date=r.expiration_date,
+                    quantity=r.quantity,
+                )
+            )
+        lines = [
+            (item, self.products[item.product_id].sku, self.products[item.product_id].name)
+            for item in self.items
+        ]
+        return _view(self.order, lines, by_item, self.note)
+
+
+def create_order(session: Session, actor: Actor, data: OrderCreate) -> CreatedOrder:
     settings = get_settings()
     patient = get_visible_patient(session, actor, data.patient_id)
     quantities = _merge(data.items)
@@ -152,9 +181,8 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
     if data.note:
         order.note_encrypted = phi.encrypt(data.note, note_context(order.id))
     session.add(order)
-    session.flush()
     items = _items(order, quantities, products)
-    _add_items_and_reserve(session, actor, order, items, products)
+    reservations = _add_items_and_reserve(session, actor, order, items, products)
     audit.record(
         session,
         actor,
@@ -164,7 +192,7 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> Order:
         after={**_summary(order, items), "note": data.note},
         redact={"note"},
     )
-    return order
+    return CreatedOrder(order, items, products, reservations, data.note)
 
 
 def _lock_lots(session: Session, condition: ColumnElement[bool]) -> None:
@@ -357,6 +385,16 @@ def order_view(
     )
     if audit_read and note is not None:
         audit.record(session, actor, "order.read", "order", order.id)
+    return _view(order, [(item, sku, name) for item, sku, name in rows], allocations, note)
+
+
+def _view(
+    order: Order,
+    lines: list[tuple[OrderItem, str, str]],
+    allocations: dict[uuid.UUID, list[AllocationOut]],
+    note: str | None,
+) -> OrderOut:
+    """The order as the API shows it: items by SKU, each with the lots it was reserved from."""
     return OrderOut(
         id=order.id,
         patient_id=order.patient_id,
@@ -375,7 +413,7 @@ def order_view(
                 line_total_cents=item.quantity * item.unit_price_cents,
                 allocations=allocations[item.id],
             )
-            for item, sku, name in rows
+            for item, sku, name in sorted(lines, key=lambda line: line[1])
         ],
         created_at=order.created_at,
         expires_at=order.expires_at,

@@ -68,4 +68,4 @@ def place_self_order(session: Session, data: SelfOrderCreate, client_address: st
             patient_id=patient.id,
             items=[OrderLine(product_id=i.product_id, quantity=i.quantity) for i in data.items],
         ),
-    )
+    ).order

@@ -1,5 +1,8 @@
 """The audit log: append-only in the database, hash-chained, gap-free under concurrency.
 
+Rows are written unsealed in their business transaction; the sealer chains them. `verify()`
+below seals first, as `portal audit verify` and `GET /audit/verification` do.
+
 Tests that must commit (tampering, threads, the CLI) run on a database of their own
 (`fresh_db`), with the application's restricted role for everything the app itself would do and
 the superuser only for the tampering.
@@ -85,7 +88,12 @@ def write_rows(engine: Engine, count: int, *, actor: Actor = ADMIN, prefix: str 
             )
 
 
+def seal(engine: Engine) -> int:
+    return audit.seal_in_own_transaction(sessionmaker(engine))
+
+
 def verify(engine: Engine) -> audit.VerificationResult:
+    seal(engine)
     with Session(engine) as session:
         return verify_chain(session)
 
@@ -117,15 +125,26 @@ def _refused(conn: psycopg.Connection[Any], statement: str) -> str:
     return str(excinfo.value)
 
 
-def test_app_role_can_only_insert_and_select_the_audit_log(
+def test_app_role_can_only_insert_select_and_seal_the_audit_log(
     fresh_db: TestDatabase, fresh_engine: Engine
 ) -> None:
-    write_rows(fresh_engine, 1)
+    write_rows(fresh_engine, 2)
+    seal(fresh_engine)
+    write_rows(fresh_engine, 1, prefix="unsealed")
     with psycopg.connect(fresh_db.app_url, autocommit=True) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("portal_app",)
         for statement in (
-            "UPDATE audit_log SET action = 'forged' WHERE seq = 1",
-            "DELETE FROM audit_log WHERE seq = 1",
+            "UPDATE audit_log SET action = 'forged' WHERE id = 1",
+            # A sealed row cannot be sealed again (re-chained).
+            f"UPDATE audit_log SET row_hash = '{'f' * 64}' WHERE id = 1",
+            # An unsealed row cannot be changed while it is sealed, nor be born sealed.
+            f"UPDATE audit_log SET action = 'forged', seq = 3, prev_hash = '{'a' * 64}',"
+            f" row_hash = '{'b' * 64}' WHERE id = 3",
+            "INSERT INTO audit_log (seq, occurred_at, actor_subject, actor_role, action,"
+            f" entity_type, entity_id, prev_hash, row_hash) VALUES (3, now(), 'x', 'admin',"
+            f" 'probe', 'probe', 'p', '{'a' * 64}', '{'b' * 64}')",
+            "DELETE FROM audit_log WHERE id = 1",
+            "DELETE FROM audit_log WHERE id = 3",
             "TRUNCATE audit_log",
             # Nor can it switch the guards off.
             "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
@@ -133,17 +152,18 @@ def test_app_role_can_only_insert_and_select_the_audit_log(
             "DROP TABLE audit_log",
         ):
             _refused(conn, statement)
-        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
+        assert conn.execute("SELECT count(*), count(seq) FROM audit_log").fetchone() == (3, 2)
 
     with psycopg.connect(fresh_db.app_url) as conn:  # a transaction, rolled back at the end
         conn.execute(
-            "INSERT INTO audit_log (seq, occurred_at, actor_subject, actor_role, action,"
-            " entity_type, entity_id, prev_hash, row_hash)"
-            " VALUES (2, now(), 'x', 'admin', 'probe', 'probe', 'p', %s, %s)",
-            ("a" * 64, "b" * 64),
+            "INSERT INTO audit_log (occurred_at, actor_subject, actor_role, action,"
+            " entity_type, entity_id) VALUES (now(), 'x', 'admin', 'probe', 'probe', 'p')"
         )
-        assert conn.execute("SELECT action FROM audit_log WHERE seq = 2").fetchone() == ("probe",)
+        assert conn.execute("SELECT seq FROM audit_log WHERE action = 'probe'").fetchone() == (
+            None,
+        )
         conn.rollback()
+    assert verify(fresh_engine).rows_checked == 3
 
 
 def test_app_role_cannot_change_the_stock_ledger(fresh_db: TestDatabase) -> None:
@@ -182,8 +202,8 @@ def test_even_the_superuser_cannot_update_or_delete(
     with psycopg.connect(fresh_db.owner_url, autocommit=True) as conn:
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
         for statement in (
-            "UPDATE audit_log SET action = 'forged' WHERE seq = 1",
-            "DELETE FROM audit_log WHERE seq = 2",
+            "UPDATE audit_log SET action = 'forged' WHERE id = 1",
+            "DELETE FROM audit_log WHERE id = 2",
             "TRUNCATE audit_log",
             "UPDATE stock_movements SET note = 'forged'",
             "DELETE FROM stock_movements",
@@ -245,8 +265,7 @@ def test_a_rehashed_change_is_caught_at_the_next_row(
 ) -> None:
     """A forger who also recomputes the changed row's hash breaks the link to the next row."""
     with Session(fresh_engine) as session:
-        entry = session.get(AuditEntry, 4)
-        assert entry is not None
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.seq == 4)).one()
         session.expunge(entry)
     entry.after = {"n": 999}
     forged_hash = compute_hash(entry)
@@ -329,6 +348,8 @@ def test_the_api_reports_tampering(
         "head_hash": status["head_hash"],
         "first_bad_seq": None,
         "problem": None,
+        "unsealed_rows": 0,
+        "sealing_overdue": False,
     }
     log = fresh_client.get("/api/v1/audit", params={"limit": 3}, headers=admin).json()
     assert [row["seq"] for row in log["items"]] == [10, 9, 8]
@@ -350,7 +371,7 @@ def test_the_api_reports_tampering(
 def _audit_rows(db: Session, entity_id: str) -> list[AuditEntry]:
     return list(
         db.scalars(
-            select(AuditEntry).where(AuditEntry.entity_id == entity_id).order_by(AuditEntry.seq)
+            select(AuditEntry).where(AuditEntry.entity_id == entity_id).order_by(AuditEntry.id)
         )
     )
 
@@ -428,10 +449,13 @@ def test_reads_of_the_log_are_admin_only(
 # -- (c) concurrency --------------------------------------------------------------------------
 
 
-def test_concurrent_writers_do_not_fork_the_chain(fresh_engine: Engine) -> None:
+def test_concurrent_writers_and_sealers_do_not_fork_the_chain(fresh_engine: Engine) -> None:
+    """Eight writers commit rows while two sealers run in a loop: one gap-free chain."""
     threads_count, per_thread = 8, 25
-    barrier = threading.Barrier(threads_count)
+    barrier = threading.Barrier(threads_count + 2)
+    writing_done = threading.Event()
     errors: list[BaseException] = []
+    sealed_by: list[int] = []
 
     def writer(n: int) -> None:
         try:
@@ -441,19 +465,34 @@ def test_concurrent_writers_do_not_fork_the_chain(fresh_engine: Engine) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_count)]
-    for thread in threads:
+    def sealer() -> None:
+        try:
+            barrier.wait(timeout=30)
+            while not writing_done.is_set():
+                sealed_by.append(seal(fresh_engine))
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(threads_count)]
+    sealers = [threading.Thread(target=sealer) for _ in range(2)]
+    for thread in writers + sealers:
         thread.start()
-    for thread in threads:
+    for thread in writers:
         thread.join(timeout=120)
+    writing_done.set()
+    for thread in sealers:
+        thread.join(timeout=60)
     assert not errors, errors
-    assert not any(thread.is_alive() for thread in threads)
+    assert not any(thread.is_alive() for thread in writers + sealers)
+    sealed_by.append(seal(fresh_engine))
+    # Sealing went on while rows were written (otherwise this test proves little).
+    assert sum(1 for n in sealed_by if n) > 2
 
     total = threads_count * per_thread
     with Session(fresh_engine) as session:
         seqs = list(session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)))
         entities = set(session.scalars(select(AuditEntry.entity_id)))
-        writers = session.scalar(select(func.count(func.distinct(AuditEntry.actor_subject))))
+        writer_count = session.scalar(select(func.count(func.distinct(AuditEntry.actor_subject))))
         # The writers really interleaved (otherwise this test proves little).
         switches = session.scalar(
             text(
@@ -463,18 +502,65 @@ def test_concurrent_writers_do_not_fork_the_chain(fresh_engine: Engine) -> None:
             )
         )
     assert seqs == list(range(1, total + 1))
+    assert sum(sealed_by) == total
     assert len(entities) == total
-    assert writers == threads_count
+    assert writer_count == threads_count
     assert switches is not None and switches > threads_count
     result = verify(fresh_engine)
     assert result.ok, result.first_break
     assert result.rows_checked == total
 
 
+def test_rows_are_written_unsealed_and_sealed_in_insertion_order(
+    fresh_engine: Engine,
+) -> None:
+    write_rows(fresh_engine, 3, prefix="first")
+    with Session(fresh_engine) as session:
+        assert session.scalar(select(func.count(AuditEntry.seq))) == 0
+    assert seal(fresh_engine) == 3
+    assert seal(fresh_engine) == 0
+    write_rows(fresh_engine, 2, prefix="later")
+    assert seal(fresh_engine) == 2
+    with Session(fresh_engine) as session:
+        rows = session.execute(
+            select(AuditEntry.id, AuditEntry.seq, AuditEntry.entity_id).order_by(AuditEntry.id)
+        ).all()
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    assert [r.entity_id for r in rows] == ["first-0", "first-1", "first-2", "later-0", "later-1"]
+    assert verify(fresh_engine).rows_checked == 5
+
+
+def test_a_second_sealer_steps_aside(fresh_engine: Engine) -> None:
+    write_rows(fresh_engine, 2)
+    with Session(fresh_engine) as holder, holder.begin():
+        assert audit.seal(holder) == 2  # holds the sealer's lock until this block ends
+        assert seal(fresh_engine) == 0
+    with Session(fresh_engine) as session:
+        assert session.scalar(select(func.count(AuditEntry.seq))) == 2
+
+
+def test_verification_reports_rows_the_sealer_has_not_reached(
+    fresh_engine: Engine, fresh_db: TestDatabase
+) -> None:
+    write_rows(fresh_engine, 2)
+    with psycopg.connect(fresh_db.app_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_log (occurred_at, actor_subject, actor_role, action,"
+            " entity_type, entity_id) VALUES (now() - interval '1 hour', 'x', 'admin',"
+            " 'thing.updated', 'thing', 'old')"
+        )
+    with Session(fresh_engine) as session:
+        pending = verify_chain(session)
+    assert (pending.ok, pending.rows_checked, pending.unsealed_rows) == (True, 0, 3)
+    assert pending.sealing_overdue
+    result = verify(fresh_engine)
+    assert (result.rows_checked, result.unsealed_rows, result.sealing_overdue) == (3, 0, False)
+
+
 # -- (d) `portal audit verify` ----------------------------------------------------------------
 
 
-def run_verify_cli(database: TestDatabase) -> subprocess.CompletedProcess[str]:
+def run_portal(database: TestDatabase, *args: str) -> subprocess.CompletedProcess[str]:
     portal = Path(sys.executable).parent / "portal"
     argv = [str(portal)] if portal.exists() else [sys.executable, "-m", "app.cli"]
     env = {
@@ -485,13 +571,29 @@ def run_verify_cli(database: TestDatabase) -> subprocess.CompletedProcess[str]:
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [*argv, "audit", "verify"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def run_verify_cli(database: TestDatabase) -> subprocess.CompletedProcess[str]:
+    return run_portal(database, "audit", "verify")
+
+
+def test_the_worker_seals_the_log(fresh_db: TestDatabase, fresh_engine: Engine) -> None:
+    write_rows(fresh_engine, 4)
+    result = run_portal(fresh_db, "worker", "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Session(fresh_engine) as session:
+        assert session.scalar(select(func.count(AuditEntry.seq))) == 4
+        assert verify_chain(session).rows_checked == 4
+
+
+def test_cli_verify_seals_pending_rows_first(fresh_db: TestDatabase, fresh_engine: Engine) -> None:
+    write_rows(fresh_engine, 3)
+    result = run_verify_cli(fresh_db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 pending rows sealed" in result.stdout
+    assert "intact" in result.stdout and "3 rows" in result.stdout
 
 
 def test_cli_verify(chain: TestDatabase) -> None:

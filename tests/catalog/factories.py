@@ -126,9 +126,7 @@ def reserve(db: Session, lot_id: str | uuid.UUID, quantity: int) -> None:
 def audit_entries(db: Session, entity_id: str | uuid.UUID) -> list[AuditEntry]:
     return list(
         db.scalars(
-            select(AuditEntry)
-            .where(AuditEntry.entity_id == str(entity_id))
-            .order_by(AuditEntry.seq)
+            select(AuditEntry).where(AuditEntry.entity_id == str(entity_id)).order_by(AuditEntry.id)
         )
     )
 

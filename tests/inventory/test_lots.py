@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
-from app.audit.service import verify_chain
+from app.audit.service import seal, verify_chain
 from app.catalog import service as catalog
 from app.catalog.schemas import ProductCreate
 from app.db import make_engine
@@ -624,6 +624,7 @@ def test_concurrent_adjustments_never_drive_a_lot_below_zero(fresh_db: TestDatab
                 .where(AuditEntry.action == "lot.adjusted", AuditEntry.entity_id == str(lot_id))
             )
             assert audited == STARTING_QUANTITY
+            assert seal(session) == STARTING_QUANTITY + 2
             chain = verify_chain(session)
             assert chain.ok, chain.first_break
             assert chain.rows_checked == STARTING_QUANTITY + 2  # + product.created, lot.received

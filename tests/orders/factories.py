@@ -135,7 +135,7 @@ def order_audit_actions(db: Session, order_id: str) -> list[tuple[str, str]]:
                 AuditEntry.entity_id == order_id,
                 AuditEntry.action.startswith("order."),
             )
-            .order_by(AuditEntry.seq)
+            .order_by(AuditEntry.id)
         )
     ]
 

@@ -114,7 +114,7 @@ def order_from(stock: Stock, lot_id: uuid.UUID, quantity: int) -> uuid.UUID:
                 patient_id=stock.patient_id,
                 items=[OrderLine(product_id=stock.product_id, quantity=quantity)],
             ),
-        )
+        ).order
         session.commit()
     set_status(stock, other, "available")
     return order.id

@@ -354,7 +354,7 @@ def make_machine(engine: Engine) -> type[RuleBasedStateMachine]:
                     session,
                     self.doctor,
                     OrderCreate(patient_id=self.patient_id, items=order_lines_),
-                )
+                ).order
                 return order.id, order.expires_at
 
             outcome = attempt(self.connection, create, "create")

@@ -58,7 +58,7 @@ def audit_entries(
     query = select(AuditEntry).where(AuditEntry.entity_id == str(entity_id))
     if action is not None:
         query = query.where(AuditEntry.action == action)
-    return list(db.scalars(query.order_by(AuditEntry.seq)))
+    return list(db.scalars(query.order_by(AuditEntry.id)))
 
 
 def count(db: Session, model: Any) -> int:

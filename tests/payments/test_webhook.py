@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
-from app.audit.service import verify_chain
+from app.audit.service import seal, verify_chain
 from app.db import make_engine
 from app.models import AuditEntry, Order, OutboxMessage, Payment, StripeEvent
 from app.models.base import utcnow
@@ -537,7 +537,7 @@ def _stress_seed(database: TestDatabase) -> dict[str, uuid.UUID]:
             for _ in range(STRESS_ORDERS):
                 order = orders.create_order(
                     session, seeded.doctor, OrderCreate(patient_id=seeded.patient_id, items=[line])
-                )
+                ).order
                 intent_id = "pi_stress_" + uuid.uuid4().hex[:16]
                 session.add(
                     Payment(
@@ -675,6 +675,7 @@ def test_a_thousand_repeated_shuffled_concurrent_events_pay_each_order_exactly_o
                 )
             ).all()
             assert len(receipts) == len(set(receipts)) == len(intents)
+            seal(session)
             assert verify_chain(session).ok
     finally:
         engine.dispose()
