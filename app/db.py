@@ -6,11 +6,12 @@ services only flush.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,11 +70,12 @@ def session_factory() -> sessionmaker[Session]:
     return _sessionmaker
 
 
-def get_session() -> Iterator[Session]:
-    session = session_factory()()
+def _end(session: Session, *, commit: bool) -> None:
     try:
-        yield session
-        session.commit()
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     except BaseException:
         session.rollback()
         raise
@@ -81,10 +83,22 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+async def get_session() -> AsyncIterator[Session]:
+    """The request's session. Opening it does no I/O, so it happens on the event loop; the
+    commit (or the rollback after an error) and the close run in one threadpool hand-off."""
+    session = session_factory()()
+    try:
+        yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, commit=False)
+        raise
+    await run_in_threadpool(_end, session, commit=True)
+
+
 # Requests per process that may hold a session at once; the rest wait without a thread. It must
-# stay below the threadpool's 40 threads: a sync endpoint's response is validated in that pool
-# while its transaction (and its row locks) is still open, so if every thread were held by a
-# request blocked on those locks, the lock holder could never finish and commit.
+# stay below the threadpool's 40 threads: the commit needs a thread of that pool while the
+# transaction (and its row locks) is still open, so if every thread were held by a request
+# blocked on those locks, the lock holder could never commit.
 MAX_CONCURRENT_SESSIONS = 20
 
 # scope="function": commit before the response is sent, so a 2xx means the write is durable.

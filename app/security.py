@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -227,11 +227,11 @@ def current_actor(
     )
 
 
-def require_roles(*roles: Role) -> Callable[..., Actor]:
+def require_roles(*roles: Role) -> Callable[..., Awaitable[Actor]]:
     """A dependency that authenticates the caller and admits only the given roles."""
     allowed = frozenset(roles)
 
-    def dependency(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+    async def dependency(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
         if actor.role not in allowed:
             raise Forbidden(
                 f"this action needs the role {' or '.join(sorted(allowed))}; you are {actor.role}"

@@ -48,20 +48,23 @@ def checkout_url(token: str) -> str:
     return f"{get_settings().public_base_url.rstrip('/')}/pay/{token}"
 
 
-def issue_link(session: Session, actor: Actor, order: Order, *, email: bool = True) -> str:
+def issue_link(
+    session: Session, actor: Actor, order: Order, *, email: bool = True, first: bool = False
+) -> str:
     """A new link for the order (earlier ones are revoked). Returns the token, shown once.
 
     The patient is e-mailed the link (`email=False` for a link that only leads to the status
-    page, sent inside another message).
+    page, sent inside another message). `first`: the order is new, so there is nothing to revoke.
     """
-    now = utcnow()
-    session.execute(
-        update(CheckoutLink)
-        .where(CheckoutLink.order_id == order.id, CheckoutLink.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    if not first:
+        session.execute(
+            update(CheckoutLink)
+            .where(CheckoutLink.order_id == order.id, CheckoutLink.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
     token = secrets.token_urlsafe(24)
     link = CheckoutLink(
+        id=uuid.uuid4(),
         order_id=order.id,
         token_hash=token_hash(token),
         expires_at=order.expires_at,
@@ -69,7 +72,6 @@ def issue_link(session: Session, actor: Actor, order: Order, *, email: bool = Tr
         failed_attempts=0,
     )
     session.add(link)
-    session.flush()
     if email:
         flows.checkout_link_issued(session, order, link.id, checkout_url(token))
     audit.record(

@@ -20,16 +20,17 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Integer,
     Uuid,
     and_,
-    column,
+    bindparam,
     insert,
     or_,
     select,
+    text,
     update,
-    values,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -52,6 +53,18 @@ def reservable(min_shelf_life_days: int) -> ColumnElement[bool]:
         or_(Lot.expiration_date.is_(None), Lot.expiration_date >= cutoff),
         Lot.quantity_on_hand > Lot.quantity_reserved,
     )
+
+
+# Every take of an order in one statement; a lot without enough left is not updated (and the
+# caller notices the missing id). Constant text, so the server prepares it once per connection.
+TAKE_FROM_LOTS = text(
+    """
+    UPDATE lots SET quantity_reserved = lots.quantity_reserved + wanted.take
+    FROM unnest(CAST(:lot_ids AS uuid[]), CAST(:takes AS integer[])) AS wanted (lot_id, take)
+    WHERE lots.id = wanted.lot_id AND lots.quantity_on_hand - lots.quantity_reserved >= wanted.take
+    RETURNING lots.id
+    """
+).bindparams(bindparam("lot_ids", type_=ARRAY(Uuid)), bindparam("takes", type_=ARRAY(Integer)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,18 +147,9 @@ def reserve(
     takes: dict[uuid.UUID, int] = defaultdict(int)
     for step in plan:
         takes[step.lot_id] += step.quantity
-    wanted = values(column("lot_id", Uuid), column("take", Integer), name="wanted").data(
-        sorted(takes.items())
-    )
-    taken = session.scalars(
-        update(Lot)
-        .where(
-            Lot.id == wanted.c.lot_id,
-            Lot.quantity_on_hand - Lot.quantity_reserved >= wanted.c.take,
-        )
-        .values(quantity_reserved=Lot.quantity_reserved + wanted.c.take)
-        .returning(Lot.id)
-        .execution_options(synchronize_session=False)
+    lot_ids = sorted(takes)
+    taken = session.execute(
+        TAKE_FROM_LOTS, {"lot_ids": lot_ids, "takes": [takes[lot_id] for lot_id in lot_ids]}
     ).all()
     if len(taken) != len(takes):  # impossible while we hold the row locks; CHECKs are the backstop
         raise InsufficientStock("a lot changed while reserving; try again")

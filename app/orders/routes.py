@@ -32,7 +32,7 @@ def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> Or
     then nothing is reserved for any item.
     """
     created = service.create_order(session, actor, data)
-    token = checkout.issue_link(session, actor, created.order)
+    token = checkout.issue_link(session, actor, created.order, first=True)
     return OrderCreated(**dict(created.view()), checkout_url=checkout.checkout_url(token))
 
 

@@ -26,7 +26,7 @@ def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> 
     """A patient orders for themselves; pay through the returned link. No prescription items."""
     client = request.client.host if request.client else None
     order = service.place_self_order(session, data, client)
-    token = checkout.issue_link(session, service.SELF_ORDER, order)
+    token = checkout.issue_link(session, service.SELF_ORDER, order, first=True)
     return SelfOrderCreated(
         order_id=order.id,
         total_cents=order.total_cents,
