@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.actor import Actor
 from app.models import AuditEntry
+from app.models.base import table_of
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant identifying the sealer's advisory lock.
@@ -124,7 +125,7 @@ def _write_queued_audit_rows(session: Session) -> None:
     rows = session.info.pop(PENDING_KEY, [])
     if rows:
         session.flush()  # the audited changes first
-        session.execute(insert(AuditEntry), rows)
+        session.execute(insert(table_of(AuditEntry)), rows)
 
 
 @event.listens_for(Session, "after_soft_rollback")

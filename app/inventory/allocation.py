@@ -40,6 +40,7 @@ from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory.repository import today
 from app.inventory.service import record_movement, record_movements
 from app.models import Lot, LotAllocation, OrderItem, Product
+from app.models.base import table_of
 
 
 def earliest_acceptable_expiry(min_shelf_life_days: int, on: date | None = None) -> date:
@@ -155,7 +156,7 @@ def reserve(
         raise InsufficientStock("a lot changed while reserving; try again")
     expire_loaded_lots(session, takes)
     session.execute(
-        insert(LotAllocation),
+        insert(table_of(LotAllocation)),
         [
             {"order_item_id": r.order_item_id, "lot_id": r.lot_id, "quantity": r.quantity}
             for r in plan

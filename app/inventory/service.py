@@ -29,7 +29,7 @@ from app.errors import (
 from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, StockMovement
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 
 # Lot status machine: recalled and expired are final.
@@ -89,7 +89,7 @@ def record_movements(session: Session, actor: Actor, movements: list[dict[str, A
     """Several ledger rows in one statement; each dict holds `record_movement`'s arguments."""
     if movements:
         session.execute(
-            insert(StockMovement),
+            insert(table_of(StockMovement)),
             [
                 {
                     "delta_on_hand": 0,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, Table, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -30,3 +30,10 @@ class UUIDPrimaryKey:
 
 class CreatedAt:
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements on hot paths (no ORM unit of work or bulk layer)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

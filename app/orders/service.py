@@ -138,9 +138,11 @@ def _summary(order: Order, items: list[OrderItem]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CreatedOrder:
-    """A new order with what its view needs, so that no read-back is needed."""
+    """A new order with what its view needs, so that no read-back is needed. Holding the
+    patient keeps it in the session's identity map for the link's e-mail."""
 
     order: Order
+    patient: Patient
     items: list[OrderItem]
     products: dict[uuid.UUID, Product]
     reservations: list[allocation.Reservation]
@@ -192,7 +194,7 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> CreatedOr
         after={**_summary(order, items), "note": data.note},
         redact={"note"},
     )
-    return CreatedOrder(order, items, products, reservations, data.note)
+    return CreatedOrder(order, patient, items, products, reservations, data.note)
 
 
 def _lock_lots(session: Session, condition: ColumnElement[bool]) -> None:

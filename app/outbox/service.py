@@ -25,7 +25,7 @@ from app.actor import Actor
 from app.audit import service as audit
 from app.errors import InvalidStateTransition, NotFound
 from app.models import OutboxMessage
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 
 MAX_ATTEMPTS = 8
 BASE_DELAY = timedelta(seconds=5)
@@ -60,7 +60,7 @@ class DeliveryReport:
 def enqueue(session: Session, topic: str, dedupe_key: str, payload: dict[str, Any]) -> None:
     """Add a message unless one with the same key exists (enqueueing twice is harmless)."""
     session.execute(
-        insert(OutboxMessage)
+        insert(table_of(OutboxMessage))
         .values(id=uuid.uuid4(), topic=topic, dedupe_key=dedupe_key, payload=payload)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
