@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # Opaque tokens are checked at userinfo; a verified answer is reused for this long.
     oidc_userinfo_cache_seconds: int = Field(default=60, ge=0, le=600)
     oidc_jwks_cache_seconds: int = Field(default=3600, ge=0)
+    # How long each API process reuses a signed-in user's row (role, active) between requests.
+    # A change made through this process applies at once; one made elsewhere (another worker,
+    # SQL) within this many seconds. 0 reads the row on every request.
+    signed_in_user_cache_seconds: float = Field(default=5, ge=0, le=60)
     oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # New users seen with a valid role claim are created on first request.
     auto_provision_users: bool = True

@@ -22,6 +22,7 @@ from app.payments.routes import router as payments_router
 from app.security import Public
 from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
+from app.users.service import SignedInUsers
 
 API_PREFIX = "/api/v1"
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -164,6 +165,7 @@ def create_app() -> FastAPI:
         description="Cash-pay medications and perishable supplies: catalog, lots, orders.",
     )
     install_error_handlers(app)
+    app.state.signed_in_users = SignedInUsers(settings.signed_in_user_cache_seconds)
 
     async def body_too_large(request: object, exc: Exception) -> JSONResponse:
         return problem(

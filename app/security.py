@@ -204,22 +204,27 @@ def current_actor(
     settings = get_settings()
     request_id = getattr(request.state, "request_id", None)
     client_address = request.client.host if request.client else None
-    user = users.resolve_signed_in_user(
-        session,
-        subject=str(claims["sub"]),
-        email=claims.get("email"),
-        claimed_role=claimed_role(claims, settings.oidc_role_claim),
-        auto_provision=settings.auto_provision_users,
-        via=Actor(
-            subject="system:oidc-sign-in",
-            role=Role.SYSTEM,
-            request_id=request_id,
-            client_address=client_address,
-        ),
-    )
+    subject = str(claims["sub"])
+    recent: users.SignedInUsers | None = getattr(request.app.state, "signed_in_users", None)
+    user = recent.get(subject) if recent is not None else None
+    if user is None:
+        row = users.resolve_signed_in_user(
+            session,
+            subject=subject,
+            email=claims.get("email"),
+            claimed_role=claimed_role(claims, settings.oidc_role_claim),
+            auto_provision=settings.auto_provision_users,
+            via=Actor(
+                subject="system:oidc-sign-in",
+                role=Role.SYSTEM,
+                request_id=request_id,
+                client_address=client_address,
+            ),
+        )
+        user = recent.remember(subject, row) if recent is not None else users.SignedInUser.of(row)
     return Actor(
-        subject=str(claims["sub"]),
-        role=Role(user.role),
+        subject=subject,
+        role=user.role,
         user_id=user.id,
         email=user.email,
         request_id=request_id,

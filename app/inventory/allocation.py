@@ -26,7 +26,6 @@ from sqlalchemy import (
     Uuid,
     and_,
     bindparam,
-    insert,
     or_,
     select,
     text,
@@ -38,9 +37,8 @@ from sqlalchemy.orm.util import identity_key
 from app.actor import Actor
 from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory.repository import today
-from app.inventory.service import record_movement, record_movements
+from app.inventory.service import record_movement
 from app.models import Lot, LotAllocation, OrderItem, Product
-from app.models.base import table_of
 
 
 def earliest_acceptable_expiry(min_shelf_life_days: int, on: date | None = None) -> date:
@@ -56,16 +54,43 @@ def reservable(min_shelf_life_days: int) -> ColumnElement[bool]:
     )
 
 
-# Every take of an order in one statement; a lot without enough left is not updated (and the
-# caller notices the missing id). Constant text, so the server prepares it once per connection.
+# Every take of a reservation in one statement: the conditional UPDATE of the (already locked)
+# lots, the allocations and one ledger row per lot. A lot without enough left is not updated,
+# and then neither its allocations nor its ledger row are written; the caller sees the missing
+# lot id and rolls the transaction back. Constant text, so the server prepares it once per
+# connection.
 TAKE_FROM_LOTS = text(
     """
-    UPDATE lots SET quantity_reserved = lots.quantity_reserved + wanted.take
-    FROM unnest(CAST(:lot_ids AS uuid[]), CAST(:takes AS integer[])) AS wanted (lot_id, take)
-    WHERE lots.id = wanted.lot_id AND lots.quantity_on_hand - lots.quantity_reserved >= wanted.take
-    RETURNING lots.id
+    WITH wanted AS (
+        SELECT * FROM unnest(
+            CAST(:order_item_ids AS uuid[]), CAST(:lot_ids AS uuid[]), CAST(:takes AS integer[])
+        ) AS wanted (order_item_id, lot_id, take)
+    ), per_lot AS (
+        SELECT lot_id, sum(take)::integer AS take FROM wanted GROUP BY lot_id
+    ), taken AS (
+        UPDATE lots SET quantity_reserved = lots.quantity_reserved + per_lot.take
+        FROM per_lot
+        WHERE lots.id = per_lot.lot_id
+          AND lots.quantity_on_hand - lots.quantity_reserved >= per_lot.take
+        RETURNING lots.id, per_lot.take
+    ), allocated AS (
+        INSERT INTO lot_allocations (id, order_item_id, lot_id, quantity)
+        SELECT gen_random_uuid(), wanted.order_item_id, wanted.lot_id, wanted.take
+        FROM wanted JOIN taken ON taken.id = wanted.lot_id
+    ), ledger AS (
+        INSERT INTO stock_movements
+            (id, lot_id, delta_on_hand, delta_reserved, reason, order_id, actor_subject)
+        SELECT gen_random_uuid(), taken.id, 0, taken.take, 'reservation', :order_id, :actor
+        FROM taken ORDER BY taken.id
+    )
+    SELECT id FROM taken
     """
-).bindparams(bindparam("lot_ids", type_=ARRAY(Uuid)), bindparam("takes", type_=ARRAY(Integer)))
+).bindparams(
+    bindparam("order_item_ids", type_=ARRAY(Uuid)),
+    bindparam("lot_ids", type_=ARRAY(Uuid)),
+    bindparam("takes", type_=ARRAY(Integer)),
+    bindparam("order_id", type_=Uuid),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +125,10 @@ def reserve(
     *,
     min_shelf_life_days: int,
 ) -> list[Reservation]:
-    """Reserve every item's quantity, first-expiry-first-out, in four statements: lock the
-    candidate lots, take from them in one conditional UPDATE, then write the allocations and
-    the ledger rows. Raises `InsufficientStock` before writing if any product is short."""
+    """Reserve every item's quantity, first-expiry-first-out, in two statements: lock the
+    candidate lots, then take from them (`TAKE_FROM_LOTS`: the conditional UPDATE, the
+    allocations and the ledger rows). Raises `InsufficientStock` before writing if any product
+    is short."""
     items = sorted(items, key=lambda item: item.product_id)
     product_ids = [item.product_id for item in items]
     lots = session.execute(
@@ -145,36 +171,20 @@ def reserve(
             if needed == 0:
                 break
 
-    takes: dict[uuid.UUID, int] = defaultdict(int)
-    for step in plan:
-        takes[step.lot_id] += step.quantity
-    lot_ids = sorted(takes)
     taken = session.execute(
-        TAKE_FROM_LOTS, {"lot_ids": lot_ids, "takes": [takes[lot_id] for lot_id in lot_ids]}
+        TAKE_FROM_LOTS,
+        {
+            "order_item_ids": [r.order_item_id for r in plan],
+            "lot_ids": [r.lot_id for r in plan],
+            "takes": [r.quantity for r in plan],
+            "order_id": order_id,
+            "actor": actor.subject,
+        },
     ).all()
-    if len(taken) != len(takes):  # impossible while we hold the row locks; CHECKs are the backstop
+    lot_ids = {r.lot_id for r in plan}
+    if len(taken) != len(lot_ids):  # impossible while we hold the row locks; CHECKs are backstop
         raise InsufficientStock("a lot changed while reserving; try again")
-    expire_loaded_lots(session, takes)
-    session.execute(
-        insert(table_of(LotAllocation)),
-        [
-            {"order_item_id": r.order_item_id, "lot_id": r.lot_id, "quantity": r.quantity}
-            for r in plan
-        ],
-    )
-    record_movements(
-        session,
-        actor,
-        [
-            {
-                "lot_id": lot_id,
-                "delta_reserved": take,
-                "reason": "reservation",
-                "order_id": order_id,
-            }
-            for lot_id, take in sorted(takes.items())
-        ],
-    )
+    expire_loaded_lots(session, lot_ids)
     return sorted(plan, key=lambda r: (r.expiration_date or date.max, r.lot_id))
 
 

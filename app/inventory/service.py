@@ -11,7 +11,7 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from app.errors import (
 from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, StockMovement
-from app.models.base import table_of, utcnow
+from app.models.base import utcnow
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 
 # Lot status machine: recalled and expired are final.
@@ -83,26 +83,6 @@ def record_movement(
     )
     session.add(movement)
     return movement
-
-
-def record_movements(session: Session, actor: Actor, movements: list[dict[str, Any]]) -> None:
-    """Several ledger rows in one statement; each dict holds `record_movement`'s arguments."""
-    if movements:
-        session.execute(
-            insert(table_of(StockMovement)),
-            [
-                {
-                    "delta_on_hand": 0,
-                    "delta_reserved": 0,
-                    "reason_code": None,
-                    "note": None,
-                    "order_id": None,
-                    **movement,
-                    "actor_subject": actor.subject,
-                }
-                for movement in movements
-            ],
-        )
 
 
 def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: LotReceive) -> Lot:

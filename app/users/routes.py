@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from app.db import DbSession
 from app.models import User
@@ -47,6 +47,10 @@ def invite_user(data: UserInvite, actor: AdminActor, session: DbSession) -> User
 
 @router.patch("/{user_id}", response_model=UserOut)
 def update_user(
-    user_id: uuid.UUID, data: UserUpdate, actor: AdminActor, session: DbSession
+    user_id: uuid.UUID, data: UserUpdate, actor: AdminActor, session: DbSession, request: Request
 ) -> UserOut:
-    return _out(service.update_user(session, actor, user_id, data))
+    """Change a role or (de)activate; this API process applies it at once, the others within
+    `SIGNED_IN_USER_CACHE_SECONDS`."""
+    user = service.update_user(session, actor, user_id, data)
+    request.app.state.signed_in_users.forget(user.oidc_subject)
+    return _out(user)

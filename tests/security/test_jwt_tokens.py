@@ -20,11 +20,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app import security
 from app.config import get_settings
 from app.errors import NotAuthenticated
+from app.models import User
 from app.security import TokenVerifier
+from app.users.service import SignedInUsers
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 
 ME = "/api/v1/users/me"
@@ -331,6 +335,26 @@ def test_role_comes_from_the_users_table_once_the_row_exists(
     # The same token still claims admin; the table says doctor.
     assert client.get("/api/v1/users", headers=second_admin).status_code == 403
     assert client.get(ME, headers=second_admin).json()["role"] == "doctor"
+
+
+@pytest.mark.parametrize("cache_seconds", [0.4, 0.0])
+def test_a_change_made_by_another_process_applies_within_the_cache_time(
+    app: Any, client: TestClient, db: Session, auth: Auth, cache_seconds: float
+) -> None:
+    """Each API process keeps a signed-in user's row for SIGNED_IN_USER_CACHE_SECONDS; a change
+    made elsewhere (another worker, SQL) applies when that runs out, or at once with 0."""
+    app.state.signed_in_users = SignedInUsers(cache_seconds)
+    doctor = auth("doctor", sub="doc-changed-elsewhere")
+    user_id = client.get(ME, headers=doctor).json()["id"]
+    db.execute(update(User).where(User.id == uuid.UUID(user_id)).values(active=False))
+    db.flush()
+
+    if cache_seconds:
+        assert client.get(ME, headers=doctor).status_code == 200  # still the cached row
+        time.sleep(cache_seconds + 0.1)
+    refused = client.get(ME, headers=doctor)
+    assert refused.status_code == 403
+    assert "deactivated" in refused.json()["detail"]
 
 
 def test_a_doctor_cannot_escalate_by_claiming_admin(
