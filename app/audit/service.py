@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import ARRAY, BigInteger, String, bindparam, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
@@ -133,6 +133,25 @@ def _forget_queued_audit_rows(session: Session, previous_transaction: object) ->
     session.info.pop(PENDING_KEY, None)
 
 
+# A batch of rows takes its place in the chain in one statement.
+SEAL_ROWS = text(
+    """
+    UPDATE audit_log
+    SET seq = sealed.seq, prev_hash = sealed.prev_hash, row_hash = sealed.row_hash
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]),
+        CAST(:prev_hashes AS varchar[]), CAST(:row_hashes AS varchar[])
+    ) AS sealed (id, seq, prev_hash, row_hash)
+    WHERE audit_log.id = sealed.id AND audit_log.seq IS NULL
+    """
+).bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger)),
+    bindparam("seqs", type_=ARRAY(BigInteger)),
+    bindparam("prev_hashes", type_=ARRAY(String)),
+    bindparam("row_hashes", type_=ARRAY(String)),
+)
+
+
 def _unsealed_batch(session: Session, limit: int) -> list[dict[str, Any]]:
     columns = [AuditEntry.id, *(getattr(AuditEntry, n) for n in HASHED_FIELDS)]
     rows = session.execute(
@@ -163,8 +182,13 @@ def seal(session: Session, *, batch: int = 1000) -> int:
             row.update(seq=seq, prev_hash=prev_hash)
             row["row_hash"] = prev_hash = chain_hash(row)
         session.execute(
-            update(AuditEntry),
-            [{k: row[k] for k in ("id", "seq", "prev_hash", "row_hash")} for row in rows],
+            SEAL_ROWS,
+            {
+                "ids": [row["id"] for row in rows],
+                "seqs": [row["seq"] for row in rows],
+                "prev_hashes": [row["prev_hash"] for row in rows],
+                "row_hashes": [row["row_hash"] for row in rows],
+            },
         )
         sealed += len(rows)
         if len(rows) < batch:
