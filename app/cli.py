@@ -361,6 +361,28 @@ def _is_local(url: str) -> bool:
     return urlsplit(url).hostname in ("127.0.0.1", "localhost")
 
 
+@cli.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default API_HOST)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default API_PORT)")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes; 0 = one per CPU", min=0, max=64)
+    ] = 0,
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+) -> None:
+    """Run the API (what a deployment runs): worker processes that each listen on the address,
+    so the kernel spreads connections evenly across them."""
+    from app.server import serve as run
+
+    settings = get_settings()
+    count = workers or len(os.sched_getaffinity(0))
+    host = host or settings.api_host
+    port = port or settings.api_port
+    raise typer.Exit(run(host, port, workers=count, access_log=access_log))
+
+
 @cli.command("up")
 def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
@@ -417,14 +439,14 @@ def up(
         supervisor.start(
             "api",
             [
-                venv_binary("uvicorn"),
-                "app.main:create_app",
-                "--factory",
+                venv_binary("portal"),
+                "serve",
                 "--host",
                 settings.api_host,
                 "--port",
                 str(port),
-                "--no-access-log",
+                "--workers",
+                "1",
             ],
             env=env,
         )

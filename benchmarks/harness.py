@@ -684,7 +684,7 @@ def start_api(
     env: dict[str, str] | None = None,
     audit_sealer: bool = False,
 ) -> ApiStack:
-    """The development identity provider and `uvicorn app.main:create_app --workers N`, both on
+    """The development identity provider and `portal serve --workers N` (the API), both on
     free loopback ports; stopped when `stack` unwinds (their logs are printed on failure).
 
     With `audit_sealer`, also `portal audit seal --follow`: in production the worker seals the
@@ -704,14 +704,12 @@ def start_api(
     supervisor.start(
         "api",
         [
-            venv_binary("uvicorn"),
-            "app.main:create_app",
-            "--factory",
+            venv_binary("portal"),
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(api_port),
-            "--no-access-log",
             "--workers",
             str(workers),
         ],

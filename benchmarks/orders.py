@@ -586,6 +586,7 @@ def trace_orders(app_url: str, doctors: list[Doctor], products: list[str]) -> di
     from sqlalchemy.orm import Session
 
     from app.actor import Actor, Role
+    from app.checkout import service as checkout
     from app.db import make_engine
     from app.orders import service as orders
     from app.orders.schemas import OrderCreate, OrderLine
@@ -630,7 +631,9 @@ def trace_orders(app_url: str, doctors: list[Doctor], products: list[str]) -> di
                         for p in rng.sample(products, 3)
                     ],
                 )
-                orders.create_order(session, actor, data).view()
+                created = orders.create_order(session, actor, data)
+                checkout.issue_link(session, actor, created.order, first=True)
+                created.view()
                 commit_started = time.perf_counter()
                 session.commit()
                 ended = time.perf_counter()
