@@ -384,7 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.catalog", description=__doc__)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--lots", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--clients", type=int, default=8, help="concurrent load clients")
     parser.add_argument("--requests", type=int, default=3000, help="GET /products budget")
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget of a phase")
@@ -427,7 +427,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     admin = obtain_dev_token(issuer, role="admin")["access_token"]
     doctor = obtain_dev_token(issuer, role="doctor")["access_token"]
     results["api"] = {
-        "server": "uvicorn",
+        "server": "portal serve (uvicorn workers, SO_REUSEPORT)",
         "workers": args.workers,
         "database_pool_size": int(os.environ.get("DATABASE_POOL_SIZE", "10")),
         "token": "JWT" if admin.count(".") == 2 else "opaque",
@@ -514,7 +514,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- PostgreSQL: {pg['version'].split(' on ')[0]}"
         f" ({'embedded, fresh' if pg['embedded'] else 'BENCH_DATABASE_URL'});"
         f" shared_buffers {pg['shared_buffers']}, synchronous_commit {pg['synchronous_commit']}.",
-        f"- API: uvicorn, {results['api']['workers']} worker(s), pool"
+        f"- API: portal serve, {results['api']['workers']} worker(s), pool"
         f" {results['api']['database_pool_size']} per worker, {results['api']['token']} tokens.",
         f"- Code: {results['code']['commit']}"
         + (

@@ -6,7 +6,7 @@
 Like the catalog benchmark (the shared pieces are in benchmarks/harness.py), one run starts a
 fresh embedded PostgreSQL (or uses BENCH_DATABASE_URL), measures pgbench TPC-B on that server,
 seeds the catalog with `app.seeds.seed_scale`, and starts the development identity provider and
-the API (uvicorn, 2 workers by default). It then creates doctors (users whose OIDC subject is
+the API (`portal serve`, 2 workers by default). It then creates doctors (users whose OIDC subject is
 their e-mail) with a few patients each, signs every doctor in at the provider, and measures
 orders of 1-3 random products, 1-2 units each, placed by a random doctor for one of their
 patients:
@@ -832,7 +832,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lots", type=int, default=100_000)
     parser.add_argument("--doctors", type=int, default=20)
     parser.add_argument("--patients", type=int, default=5, help="patients per doctor")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="open loop, orders/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each load phase")
     parser.add_argument(
@@ -914,7 +914,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     api = start_api(stack, db, workdir, results, workers=args.workers, audit_sealer=True)
     sign_in(api.issuer, doctors)
     results["api"] = {
-        "server": "uvicorn",
+        "server": "portal serve (uvicorn workers, SO_REUSEPORT)",
         "workers": args.workers,
         "database_pool_size": int(os.environ.get("DATABASE_POOL_SIZE", "10")),
         "token": "JWT" if doctors[0].token.count(".") == 2 else "opaque",
@@ -1093,7 +1093,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- PostgreSQL: {pg['version'].split(' on ')[0]}"
         f" ({'embedded, fresh' if pg['embedded'] else 'BENCH_DATABASE_URL'});"
         f" shared_buffers {pg['shared_buffers']}, synchronous_commit {pg['synchronous_commit']}.",
-        f"- API: uvicorn, {results['api']['workers']} worker(s), pool"
+        f"- API: portal serve, {results['api']['workers']} worker(s), pool"
         f" {results['api']['database_pool_size']} per worker, {results['api']['token']} tokens;"
         f" {results['api']['doctors']} doctors, {results['api']['patients']} patients;"
         f" {results['api']['identity_provider_userinfo_calls']} userinfo calls in the run.",
