@@ -149,21 +149,11 @@ class CreatedOrder:
     note: str | None
 
     def view(self) -> OrderOut:
-        by_item: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
-        for r in self.reservations:
-            by_item[r.order_item_id].append(
-                AllocationOut(
-                    lot_id=r.lot_id,
-                    lot_number=r.lot_number,
-                    expiration_date=r.expiration_date,
-                    quantity=r.quantity,
-                )
-            )
         lines = [
             (item, self.products[item.product_id].sku, self.products[item.product_id].name)
             for item in self.items
         ]
-        return _view(self.order, lines, by_item, self.note)
+        return _view(self.order, lines, self.reservations, self.note)
 
 
 def create_order(session: Session, actor: Actor, data: OrderCreate) -> CreatedOrder:
@@ -367,36 +357,43 @@ def order_view(
         .where(OrderItem.order_id == order.id)
         .order_by(Product.sku)
     ).all()
-    allocations: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
-    for alloc, lot in session.execute(
-        select(LotAllocation, Lot)
-        .join(Lot, Lot.id == LotAllocation.lot_id)
-        .where(LotAllocation.order_item_id.in_([row[0].id for row in rows]))
-        .order_by(Lot.expiration_date, Lot.id)
-    ).all():
-        allocations[alloc.order_item_id].append(
-            AllocationOut(
-                lot_id=lot.id,
-                lot_number=lot.lot_number,
-                expiration_date=lot.expiration_date,
-                quantity=alloc.quantity,
-            )
+    reservations = [
+        allocation.Reservation(
+            alloc.order_item_id, lot.id, lot.lot_number, lot.expiration_date, alloc.quantity
         )
+        for alloc, lot in session.execute(
+            select(LotAllocation, Lot)
+            .join(Lot, Lot.id == LotAllocation.lot_id)
+            .where(LotAllocation.order_item_id.in_([row[0].id for row in rows]))
+            .order_by(Lot.expiration_date, Lot.id)
+        ).all()
+    ]
     note = (
         phi.decrypt(order.note_encrypted, note_context(order.id)) if order.note_encrypted else None
     )
     if audit_read and note is not None:
         audit.record(session, actor, "order.read", "order", order.id)
-    return _view(order, [(item, sku, name) for item, sku, name in rows], allocations, note)
+    return _view(order, [(item, sku, name) for item, sku, name in rows], reservations, note)
 
 
 def _view(
     order: Order,
     lines: list[tuple[OrderItem, str, str]],
-    allocations: dict[uuid.UUID, list[AllocationOut]],
+    reservations: list[allocation.Reservation],
     note: str | None,
 ) -> OrderOut:
-    """The order as the API shows it: items by SKU, each with the lots it was reserved from."""
+    """The order as the API shows it: items by SKU, each with the lots it was reserved from
+    (soonest expiry first)."""
+    allocations: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
+    for r in reservations:
+        allocations[r.order_item_id].append(
+            AllocationOut(
+                lot_id=r.lot_id,
+                lot_number=r.lot_number,
+                expiration_date=r.expiration_date,
+                quantity=r.quantity,
+            )
+        )
     return OrderOut(
         id=order.id,
         patient_id=order.patient_id,

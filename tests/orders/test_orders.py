@@ -189,6 +189,10 @@ def test_stock_is_reserved_first_expiry_first_out_and_an_order_splits_across_lot
     assert lot_counters(db, middle["id"]) == (3, 3)
     assert lot_counters(db, late["id"]) == (10, 2)
     assert lot_counters(db, never["id"]) == (50, 0)
+    # The answer to the POST (built from memory) is what a read shows.
+    assert get_order(client, doctor, order["id"]) == {
+        k: v for k, v in order.items() if k != "checkout_url"
+    }
     # A second order continues where the first left off: the rest of `late`, then `never`.
     second = place_order(client, doctor, patient["id"], (product["id"], 10))
     assert allocations_by_lot(second) == {late["id"]: 8, never["id"]: 2}
