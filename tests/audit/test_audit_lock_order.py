@@ -1,4 +1,5 @@
-"""The audit chain's lock is the last lock a transaction takes, even at first sign-in."""
+"""Writing audit rows takes no lock: only the sealer takes the chain's lock, and a writer never
+waits for it. Rows are queued and written at commit, even at first sign-in."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.actor import Role
+from app.audit import service as audit
 from app.audit.service import AUDIT_CHAIN_LOCK
 from app.models import AuditEntry
 from app.users.service import resolve_signed_in_user
@@ -47,6 +49,30 @@ def test_first_sign_in_queues_its_audit_row_until_commit(fresh_db: TestDatabase)
             entry = session.scalars(select(AuditEntry)).one()
             assert entry.action == "user.provisioned"
             assert entry.entity_id == str(user_id)
+    finally:
+        engine.dispose()
+
+
+def test_writers_do_not_wait_for_a_sealer_holding_the_chain(fresh_db: TestDatabase) -> None:
+    from app.db import make_engine
+
+    engine = make_engine(fresh_db.app_url, pool_size=2)
+    try:
+        with Session(engine) as sealer, Session(engine) as writer:
+            audit.seal(sealer)  # takes the chain's lock until this transaction ends
+            assert _holds_audit_lock(sealer)
+            writer.execute(text("SET lock_timeout = '1s'"))
+            resolve_signed_in_user(
+                writer,
+                subject="while-sealing",
+                email="while.sealing@clinic.example",
+                claimed_role=Role.DOCTOR,
+                auto_provision=True,
+            )
+            writer.commit()  # would fail on lock_timeout if writing audit rows took the lock
+            sealer.commit()
+        with Session(engine) as session, session.begin():
+            assert audit.seal(session) == 1
     finally:
         engine.dispose()
 
