@@ -18,6 +18,7 @@ from tests.fixtures.database import (
     server_url,
 )
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
+from tests.payments.local_stripe import LocalStripe, shared_server
 
 os.environ.setdefault("ENVIRONMENT", "test")
 
@@ -145,3 +146,11 @@ def admin(auth: Auth) -> dict[str, str]:
 @pytest.fixture
 def doctor(auth: Auth) -> dict[str, str]:
     return auth("doctor", sub="doctor-main")
+
+
+@pytest.fixture(scope="session")
+def localstripe(_settings: None) -> Iterator[LocalStripe]:
+    """localstripe on 127.0.0.1 (a free port), one for the whole session and every package that
+    uses it (each points the app at it with `app_pointed_at`); stopped at the end."""
+    with shared_server() as server:
+        yield server

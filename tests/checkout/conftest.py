@@ -16,16 +16,9 @@ from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import JwtIssuer
 from tests.orders.factories import ORDERS, create_product, order_body, receive_lot
 from tests.patients.factories import Headers, Json, create_patient
-from tests.payments.local_stripe import LocalStripe, app_pointed_at, shared_server
+from tests.payments.local_stripe import LocalStripe, app_pointed_at
 
 DATE_OF_BIRTH = "1980-04-02"
-
-
-@pytest.fixture(scope="session")
-def localstripe(_settings: None) -> Iterator[LocalStripe]:
-    """The same session-wide localstripe as tests/payments (one server, shared)."""
-    with shared_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="package", autouse=True)

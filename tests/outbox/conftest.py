@@ -6,14 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.payments.local_stripe import LocalStripe, app_pointed_at, shared_server
-
-
-@pytest.fixture(scope="session")
-def localstripe(_settings: None) -> Iterator[LocalStripe]:
-    """The same session-wide localstripe as tests/payments (one server, shared)."""
-    with shared_server() as server:
-        yield server
+from tests.payments.local_stripe import LocalStripe, app_pointed_at
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -10,14 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.orders.factories import create_product, place_order, receive_lot
 from tests.patients.factories import Headers, Json, create_patient
-from tests.payments.local_stripe import LocalStripe, app_pointed_at, shared_server
-
-
-@pytest.fixture(scope="session")
-def localstripe(_settings: None) -> Iterator[LocalStripe]:
-    """localstripe on 127.0.0.1 (a free port) for the whole session; stopped at the end."""
-    with shared_server() as server:
-        yield server
+from tests.payments.local_stripe import LocalStripe, app_pointed_at
 
 
 @pytest.fixture(scope="package", autouse=True)
