@@ -700,7 +700,7 @@ def start_api(
     )
     supervisor.wait_http("identity-provider", issuer + "/.well-known/openid-configuration")
     base_url = f"http://127.0.0.1:{api_port}"
-    log(f"starting the API ({base_url}, {workers} uvicorn worker(s))")
+    log(f"starting the API ({base_url}, portal serve, {workers} worker(s))")
     supervisor.start(
         "api",
         [
