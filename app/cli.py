@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -16,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from app.config import get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from app.devstack import DatabaseUrls
 
 cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
@@ -196,13 +199,58 @@ def audit_seal(
     console.print(f"{total} audit rows sealed into the chain")
 
 
+@audit_cli.command("anchor")
+def audit_anchor() -> None:
+    """Seal pending rows, then write the chain's head to AUDIT_ANCHOR_DIR (the worker does it
+    every AUDIT_ANCHOR_EVERY_SECONDS)."""
+    from sqlalchemy.orm import sessionmaker
+
+    from app.audit.anchors import AnchorConflict
+    from app.db import make_engine
+
+    engine = make_engine(_urls().app, pool_size=1)
+    try:
+        written = _write_anchor(sessionmaker(engine))
+    except AnchorConflict as exc:
+        console.print(f"[red]audit chain rewritten: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    if written is None:
+        console.print("the audit log is empty: nothing to anchor")
+    else:
+        console.print(f"anchored row {written.seq} ({written.row_hash}) in {written.path}")
+
+
+@dataclass(frozen=True)
+class _Written:
+    seq: int
+    row_hash: str
+    path: Path
+
+
+def _write_anchor(sessions: sessionmaker[Session]) -> _Written | None:
+    from app.audit.anchors import anchor_directory, head, write_anchor
+    from app.audit.service import seal_in_own_transaction
+
+    seal_in_own_transaction(sessions)
+    with sessions() as session:
+        anchor = head(session)
+        directory = anchor_directory(session, get_settings().anchor_dir)
+    if anchor is None:
+        return None
+    path = write_anchor(directory, anchor)
+    return _Written(anchor.seq, anchor.row_hash, path)
+
+
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Seal pending rows, then check the whole hash chain; names the first row that was
-    changed, deleted or reordered."""
+    """Seal pending rows, then check the whole hash chain and every anchor; names the first
+    row that was changed, deleted or reordered."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session, sessionmaker
 
+    from app.audit.anchors import anchor_directory, check_anchors, read_anchors
     from app.audit.service import seal_in_own_transaction, verify_chain
     from app.db import make_engine
     from app.models import AuditEntry
@@ -210,22 +258,27 @@ def audit_verify() -> None:
     engine = make_engine(_urls().app, pool_size=1)
     sealed = seal_in_own_transaction(sessionmaker(engine))
     with Session(engine) as session:
+        anchors = read_anchors(anchor_directory(session, get_settings().anchor_dir))
         total = session.scalar(select(func.count()).select_from(AuditEntry)) or 0
         with _progress() as progress:
             task = progress.add_task("verifying", total=total)
             result = verify_chain(session, progress=lambda n: progress.advance(task, n))
+        unkept = check_anchors(session, anchors) if result.ok else None
     engine.dispose()
     if sealed:
         console.print(f"{sealed} pending rows sealed into the chain first")
     if result.unsealed_rows:
         console.print(f"{result.unsealed_rows} rows were written while verifying (not checked)")
-    if result.ok:
+    first_break = result.first_break or unkept
+    if first_break is None:
         ok = "[green]audit chain intact[/green]"
-        console.print(f"{ok}: {result.rows_checked} rows, head {result.head_hash}")
+        console.print(
+            f"{ok}: {result.rows_checked} rows, head {result.head_hash};"
+            f" {len(anchors)} anchors kept"
+        )
         return
-    assert result.first_break is not None
-    broken = f"[red]audit chain broken at row {result.first_break.seq}[/red]"
-    console.print(f"{broken}: {result.first_break.problem}")
+    broken = f"[red]audit chain broken at row {first_break.seq}[/red]"
+    console.print(f"{broken}: {first_break.problem}")
     raise typer.Exit(1)
 
 
@@ -288,12 +341,13 @@ def worker(
     once: Annotated[bool, typer.Option(help="Deliver what is due, then exit")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls when idle")] = 1.0,
 ) -> None:
-    """Deliver the outbox (refunds, notifications) with retries and seal the audit log into its
-    hash chain; Ctrl-C stops it."""
+    """Deliver the outbox (refunds, notifications) with retries, seal the audit log into its
+    hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; Ctrl-C stops it."""
     import time
 
     from sqlalchemy.orm import sessionmaker
 
+    from app.audit.anchors import AnchorConflict
     from app.audit.service import seal_in_own_transaction
     from app.db import make_engine
     from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
@@ -309,10 +363,18 @@ def worker(
     sessions = sessionmaker(engine, expire_on_commit=False)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
+    next_anchor = 0.0  # the first poll anchors
     try:
         while True:
             report = deliver_due(sessions, handlers)
             sealed = seal_in_own_transaction(sessions)
+            anchor_every = get_settings().audit_anchor_every_seconds
+            if anchor_every and time.monotonic() >= next_anchor:
+                next_anchor = time.monotonic() + anchor_every
+                try:
+                    _write_anchor(sessions)
+                except (AnchorConflict, OSError) as exc:  # loud, but deliveries go on
+                    console.print(f"[red]audit anchor not written: {exc}[/red]")
             if report.delivered or report.retried or report.dead:
                 console.print(
                     f"outbox: {report.delivered} delivered, {report.retried} to retry,"

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
 
     environment: Environment = "development"
     data_dir: Path = Path(".portal")
+    # Where audit anchors (the chain's head, written outside the database) are kept: in
+    # production a write-once location (e.g. a bucket with object lock, mounted or synced).
+    # Default: DATA_DIR/audit-anchors. The worker writes one every AUDIT_ANCHOR_EVERY_SECONDS.
+    audit_anchor_dir: Path | None = None
+    audit_anchor_every_seconds: float = Field(default=3600, ge=0)
 
     # The application's own role (INSERT/SELECT only on the audit log). Unset in development:
     # `portal up` starts an embedded server and derives both URLs.
@@ -103,6 +108,10 @@ class Settings(BaseSettings):
     # A phone number (E.164) or a Messaging Service SID (MG...).
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
+
+    @property
+    def anchor_dir(self) -> Path:
+        return self.audit_anchor_dir or self.data_dir / "audit-anchors"
 
     @property
     def expected_audience(self) -> str:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,11 +40,15 @@ def _settings(jwt_issuer: JwtIssuer) -> Iterator[None]:
 
     os.environ["OIDC_ISSUER"] = jwt_issuer.url
     os.environ["OIDC_AUDIENCE"] = AUDIENCE
+    # Audit anchors written by the `portal` commands tests run stay out of the working tree.
+    anchors = tempfile.mkdtemp(prefix="portal-test-anchors-")
+    os.environ["AUDIT_ANCHOR_DIR"] = anchors
     get_settings.cache_clear()
     get_verifier.cache_clear()
     yield
     get_settings.cache_clear()
     get_verifier.cache_clear()
+    shutil.rmtree(anchors, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
