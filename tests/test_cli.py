@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,24 +13,9 @@ import httpx
 import psycopg
 import pytest
 
+from tests.fixtures.cli import PORTAL, portal_env, run_portal
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import free_port as _free_port
-
-PORTAL = str(Path(sys.executable).parent / "portal")
-
-
-def _env(database: TestDatabase, **extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_", "STRIPE_"))
-    }
-    env.update(DATABASE_URL=database.app_url, DATABASE_MIGRATION_URL=database.owner_url, **extra)
-    return env
-
-
-def _portal(database: TestDatabase, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PORTAL, *args], env=_env(database, **extra), capture_output=True, text=True, timeout=180
-    )
 
 
 def _count(url: str, table: str) -> int:
@@ -43,21 +26,21 @@ def _count(url: str, table: str) -> int:
 
 
 def test_seed_demo_is_idempotent(fresh_db: TestDatabase) -> None:
-    first = _portal(fresh_db, "seed", "demo")
+    first = run_portal(fresh_db, "seed", "demo")
     assert first.returncode == 0, first.stderr
     counts = {
         t: _count(fresh_db.owner_url, t) for t in ("products", "lots", "stock_movements", "users")
     }
     assert counts["products"] >= 10 and counts["lots"] >= 10 and counts["users"] == 2
 
-    second = _portal(fresh_db, "seed", "demo")
+    second = run_portal(fresh_db, "seed", "demo")
     assert second.returncode == 0, second.stderr
     assert "0 products added" in second.stdout
     assert {t: _count(fresh_db.owner_url, t) for t in counts} == counts
 
 
 def test_seed_scale_loads_rows_with_their_ledger(fresh_db: TestDatabase) -> None:
-    result = _portal(fresh_db, "seed", "scale", "--products", "200", "--lots", "3000")
+    result = run_portal(fresh_db, "seed", "scale", "--products", "200", "--lots", "3000")
     assert result.returncode == 0, result.stderr
     assert "rows/s" in result.stdout
     assert _count(fresh_db.owner_url, "products") == 200
@@ -72,15 +55,15 @@ def test_seed_scale_loads_rows_with_their_ledger(fresh_db: TestDatabase) -> None
 
 
 def test_audit_verify_reports_intact_and_broken_chain(fresh_db: TestDatabase) -> None:
-    assert _portal(fresh_db, "seed", "demo").returncode == 0
-    intact = _portal(fresh_db, "audit", "verify")
+    assert run_portal(fresh_db, "seed", "demo").returncode == 0
+    intact = run_portal(fresh_db, "audit", "verify")
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact" in intact.stdout
 
     with psycopg.connect(fresh_db.owner_url) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE audit_log SET actor_subject = 'someone-else' WHERE seq = 3")
-    broken = _portal(fresh_db, "audit", "verify")
+    broken = run_portal(fresh_db, "audit", "verify")
     assert broken.returncode == 1
     assert "row 3" in broken.stdout
 
@@ -94,7 +77,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
         [PORTAL, "up", "--api-port", str(api_port)],
-        env=_env(
+        env=portal_env(
             fresh_db,
             OIDC_ISSUER=issuer,
             OIDC_AUDIENCE="portal-dev",
@@ -121,7 +104,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as smtp:  # the mail sink
             assert smtp.noop()[0] == 250
 
-        token = _portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
+        token = run_portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
         assert token.returncode == 0, token.stdout + token.stderr
         headers = {"Authorization": f"Bearer {token.stdout.strip()}"}
         created = httpx.post(

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.audit.service import ChainBreak
+from app.audit.service import ChainBreak, chain_head
 from app.models import AuditEntry
 
 
@@ -47,15 +47,8 @@ class AnchorConflict(Exception):
 
 def head(session: Session) -> Anchor | None:
     """The sealed chain's last row, as an anchor (None for an empty chain)."""
-    row = session.execute(
-        select(AuditEntry.seq, AuditEntry.row_hash)
-        .where(AuditEntry.seq.is_not(None))
-        .order_by(AuditEntry.seq.desc())
-        .limit(1)
-    ).first()
-    if row is None or row.seq is None or row.row_hash is None:
-        return None
-    return Anchor(row.seq, row.row_hash, datetime.now(UTC))
+    last = chain_head(session)
+    return Anchor(*last, datetime.now(UTC)) if last else None
 
 
 def anchor_directory(session: Session, root: Path) -> Path:

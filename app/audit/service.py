@@ -160,6 +160,19 @@ def _unsealed_batch(session: Session, limit: int) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def chain_head(session: Session) -> tuple[int, str] | None:
+    """`seq` and `row_hash` of the sealed chain's last row (None while nothing is sealed)."""
+    head = session.execute(
+        select(AuditEntry.seq, AuditEntry.row_hash)
+        .where(AuditEntry.seq.is_not(None))
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    ).first()
+    if head is None or head.seq is None or head.row_hash is None:
+        return None
+    return head.seq, head.row_hash
+
+
 def seal(session: Session, *, batch: int = 1000) -> int:
     """Append every committed unsealed row to the chain, in insertion order; returns how many.
 
@@ -168,13 +181,7 @@ def seal(session: Session, *, batch: int = 1000) -> int:
     """
     if not session.scalar(select(func.pg_try_advisory_xact_lock(AUDIT_CHAIN_LOCK))):
         return 0
-    head = session.execute(
-        select(AuditEntry.seq, AuditEntry.row_hash)
-        .where(AuditEntry.seq.is_not(None))
-        .order_by(AuditEntry.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev_hash = (head.seq, head.row_hash) if head else (0, GENESIS_HASH)
+    seq, prev_hash = chain_head(session) or (0, GENESIS_HASH)
     sealed = 0
     while rows := _unsealed_batch(session, batch):
         for row in rows:

@@ -4,9 +4,7 @@ cannot, the newest rows deleted and a chain rewritten consistently from some row
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from app.audit.anchors import (
 from app.audit.service import HASHED_FIELDS, chain_hash, verify_chain
 from app.db import make_engine
 from app.models import AuditEntry
+from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
 
 WRITER = Actor.system("anchor-test")
@@ -50,19 +49,7 @@ def write_rows(engine: Engine, count: int, prefix: str = "row") -> None:
 
 
 def portal(database: TestDatabase, anchors: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    executable = Path(sys.executable).parent / "portal"
-    argv = [str(executable)] if executable.exists() else [sys.executable, "-m", "app.cli"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.app_url,
-        "DATABASE_MIGRATION_URL": database.owner_url,
-        "ENVIRONMENT": "test",
-        "AUDIT_ANCHOR_DIR": str(anchors),
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_portal(database, *args, AUDIT_ANCHOR_DIR=str(anchors))
 
 
 def superuser(database: TestDatabase, *statements: str, params: Any = None) -> None:

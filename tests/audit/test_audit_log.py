@@ -11,13 +11,10 @@ the superuser only for the tampering.
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -33,6 +30,7 @@ from app.audit.service import GENESIS_HASH, compute_hash, verify_chain
 from app.db import get_session, make_engine
 from app.main import create_app
 from app.models import AuditEntry
+from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
 
 Auth = Callable[..., dict[str, str]]
@@ -558,21 +556,6 @@ def test_verification_reports_rows_the_sealer_has_not_reached(
 
 
 # -- (d) `portal audit verify` ----------------------------------------------------------------
-
-
-def run_portal(database: TestDatabase, *args: str) -> subprocess.CompletedProcess[str]:
-    portal = Path(sys.executable).parent / "portal"
-    argv = [str(portal)] if portal.exists() else [sys.executable, "-m", "app.cli"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.app_url,
-        "DATABASE_MIGRATION_URL": database.owner_url,
-        "ENVIRONMENT": "test",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [*argv, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def run_verify_cli(database: TestDatabase) -> subprocess.CompletedProcess[str]:
