@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, String, Text, text
+from sqlalchemy import CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
@@ -12,6 +12,20 @@ class Product(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint("price_cents > 0", name="price_positive"),
         CheckConstraint("par_level >= 0", name="par_level_not_negative"),
         CheckConstraint("reorder_quantity >= 0", name="reorder_quantity_not_negative"),
+        # `?q=` searches SKU and name with ILIKE '%term%': trigram indexes serve it for terms
+        # of three characters or more.
+        Index(
+            "ix_products_sku_trgm",
+            "sku",
+            postgresql_using="gin",
+            postgresql_ops={"sku": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_products_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
     )
 
     sku: Mapped[str] = mapped_column(String(64), unique=True)
