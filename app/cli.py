@@ -274,7 +274,7 @@ def audit_verify() -> None:
         ok = "[green]audit chain intact[/green]"
         console.print(
             f"{ok}: {result.rows_checked} rows, head {result.head_hash};"
-            f" {len(anchors)} anchors kept"
+            f" {len(anchors)} anchor{'' if len(anchors) == 1 else 's'} kept"
         )
         return
     broken = f"[red]audit chain broken at row {first_break.seq}[/red]"
