@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -17,8 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from app.config import get_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
     from app.devstack import DatabaseUrls
 
 cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
@@ -203,14 +200,17 @@ def audit_seal(
 def audit_anchor() -> None:
     """Seal pending rows, then write the chain's head to AUDIT_ANCHOR_DIR (the worker does it
     every AUDIT_ANCHOR_EVERY_SECONDS)."""
-    from sqlalchemy.orm import sessionmaker
+    from sqlalchemy.orm import Session, sessionmaker
 
-    from app.audit.anchors import AnchorConflict
+    from app.audit.anchors import AnchorConflict, anchor_head
+    from app.audit.service import seal_in_own_transaction
     from app.db import make_engine
 
     engine = make_engine(_urls().app, pool_size=1)
     try:
-        written = _write_anchor(sessionmaker(engine))
+        seal_in_own_transaction(sessionmaker(engine))
+        with Session(engine) as session:
+            written = anchor_head(session, get_settings().anchor_dir)
     except AnchorConflict as exc:
         console.print(f"[red]audit chain rewritten: {exc}[/red]")
         raise typer.Exit(1) from exc
@@ -219,28 +219,8 @@ def audit_anchor() -> None:
     if written is None:
         console.print("the audit log is empty: nothing to anchor")
     else:
-        console.print(f"anchored row {written.seq} ({written.row_hash}) in {written.path}")
-
-
-@dataclass(frozen=True)
-class _Written:
-    seq: int
-    row_hash: str
-    path: Path
-
-
-def _write_anchor(sessions: sessionmaker[Session]) -> _Written | None:
-    from app.audit.anchors import anchor_directory, head, write_anchor
-    from app.audit.service import seal_in_own_transaction
-
-    seal_in_own_transaction(sessions)
-    with sessions() as session:
-        anchor = head(session)
-        directory = anchor_directory(session, get_settings().anchor_dir)
-    if anchor is None:
-        return None
-    path = write_anchor(directory, anchor)
-    return _Written(anchor.seq, anchor.row_hash, path)
+        anchor, path = written
+        console.print(f"anchored row {anchor.seq} ({anchor.row_hash}) in {path}")
 
 
 @audit_cli.command("verify")
@@ -347,7 +327,7 @@ def worker(
 
     from sqlalchemy.orm import sessionmaker
 
-    from app.audit.anchors import AnchorConflict
+    from app.audit.anchors import AnchorConflict, anchor_head
     from app.audit.service import seal_in_own_transaction
     from app.db import make_engine
     from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
@@ -372,7 +352,8 @@ def worker(
             if anchor_every and time.monotonic() >= next_anchor:
                 next_anchor = time.monotonic() + anchor_every
                 try:
-                    _write_anchor(sessions)
+                    with sessions() as session:  # sealed just above
+                        anchor_head(session, get_settings().anchor_dir)
                 except (AnchorConflict, OSError) as exc:  # loud, but deliveries go on
                     console.print(f"[red]audit anchor not written: {exc}[/red]")
             if report.delivered or report.retried or report.dead:

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.routes import router as audit_router
+from app.cache import TtlCache
 from app.catalog.routes import router as catalog_router
 from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
@@ -22,7 +23,7 @@ from app.payments.routes import router as payments_router
 from app.security import Public
 from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
-from app.users.service import SignedInUsers
+from app.users.service import SignedInUser
 
 API_PREFIX = "/api/v1"
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -165,7 +166,7 @@ def create_app() -> FastAPI:
         description="Cash-pay medications and perishable supplies: catalog, lots, orders.",
     )
     install_error_handlers(app)
-    app.state.signed_in_users = SignedInUsers(settings.signed_in_user_cache_seconds)
+    app.state.signed_in_users = TtlCache[str, SignedInUser](settings.signed_in_user_cache_seconds)
 
     async def body_too_large(request: object, exc: Exception) -> JSONResponse:
         return problem(

@@ -26,6 +26,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.actor import Actor, Role
+from app.cache import TtlCache
 from app.config import Settings, get_settings
 from app.db import DbSession
 from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated
@@ -53,7 +54,7 @@ class TokenVerifier:
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = 0.0
         self._min_jwks_refresh = min_jwks_refresh_seconds
-        self._userinfo_cache: dict[str, tuple[float, Claims]] = {}
+        self._userinfo: TtlCache[str, Claims] = TtlCache(settings.oidc_userinfo_cache_seconds)
 
     # -- issuer metadata -------------------------------------------------------------------
     def _get_json(self, url: str, **kwargs: Any) -> Any:
@@ -154,10 +155,9 @@ class TokenVerifier:
         if not token or len(token) > 4096:
             raise NotAuthenticated("the token is malformed")
         cache_key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._userinfo_cache.get(cache_key)
-        if cached and cached[0] > now:
-            return cached[1]
+        cached = self._userinfo.get(cache_key)
+        if cached is not None:
+            return cached
         response = self._get_json(
             self.discovery()["userinfo_endpoint"],
             headers={"Authorization": f"Bearer {token}"},
@@ -167,11 +167,7 @@ class TokenVerifier:
         claims: Claims = response.json()
         if not claims.get("sub"):
             raise NotAuthenticated("the identity provider returned no subject")
-        ttl = self.settings.oidc_userinfo_cache_seconds
-        if ttl:
-            if len(self._userinfo_cache) > 10_000:
-                self._userinfo_cache = {k: v for k, v in self._userinfo_cache.items() if v[0] > now}
-            self._userinfo_cache[cache_key] = (now + ttl, claims)
+        self._userinfo.put(cache_key, claims)
         return claims
 
 
@@ -205,8 +201,8 @@ def current_actor(
     request_id = getattr(request.state, "request_id", None)
     client_address = request.client.host if request.client else None
     subject = str(claims["sub"])
-    recent: users.SignedInUsers | None = getattr(request.app.state, "signed_in_users", None)
-    user = recent.get(subject) if recent is not None else None
+    recent: TtlCache[str, users.SignedInUser] = request.app.state.signed_in_users
+    user = recent.get(subject)
     if user is None:
         row = users.resolve_signed_in_user(
             session,
@@ -221,7 +217,8 @@ def current_actor(
                 client_address=client_address,
             ),
         )
-        user = recent.remember(subject, row) if recent is not None else users.SignedInUser.of(row)
+        user = users.SignedInUser.of(row)
+        recent.put(subject, user)
     return Actor(
         subject=subject,
         role=user.role,

@@ -39,13 +39,12 @@ from benchmarks.harness import (
     CpuMeter,
     admin_execute,
     baseline,
-    code_version,
     install_signal_handlers,
     latency_summary,
     log,
-    machine,
     migrate,
     ratio,
+    results_header,
     seed_catalog,
     server_facts,
     start_api,
@@ -395,13 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "benchmark": "catalog",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "code": code_version(),
-        "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
+    results = results_header("catalog", args)
     workdir = Path(tempfile.mkdtemp(prefix="portal-bench-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
     db = start_database(stack, workdir)

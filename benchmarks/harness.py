@@ -10,6 +10,7 @@ the catalog with `app.seeds.seed_scale`, and starts the development identity pro
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -350,6 +351,17 @@ def code_version() -> dict[str, Any]:
     return {
         "commit": git("rev-parse", "HEAD") or None,
         "uncommitted_changes": [line[3:] for line in changed.splitlines()],
+    }
+
+
+def results_header(benchmark: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What every results file starts with: which benchmark, when, where, which code, how."""
+    return {
+        "benchmark": benchmark,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "code": code_version(),
+        "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
 
 

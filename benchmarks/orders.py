@@ -67,14 +67,13 @@ from benchmarks.harness import (
     admin_execute,
     baseline,
     busy_processes,
-    code_version,
     install_signal_handlers,
     latency_summary,
     log,
-    machine,
     migrate,
     percentile,
     ratio,
+    results_header,
     seed_catalog,
     server_facts,
     start_api,
@@ -877,13 +876,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
-    results: dict[str, Any] = {
-        "benchmark": "orders",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "code": code_version(),
-        "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
+    results = results_header("orders", args)
     log(
         f"load average {results['machine']['load_average_at_start']}, busy processes:"
         f" {results['machine']['busy_processes_at_start']}"
@@ -975,20 +968,23 @@ def measure(
         ),
     )
 
-    log(f"open loop at {args.rate:g} orders/s for {args.seconds:g} s")
-    phases.run(
-        "open loop",
-        {"mode": "open loop", "rate": args.rate},
-        lambda begin: open_loop(
-            api.base_url,
-            phases.maker,
-            rate=args.rate,
-            seconds=args.seconds,
-            connections=args.connections,
-            drain_seconds=args.drain_seconds,
-            begin=begin,
-        ),
-    )
+    def open_loop_phase(name: str, rate: float) -> None:
+        log(f"{name}: {rate:g} orders/s for {args.seconds:g} s")
+        phases.run(
+            name,
+            {"mode": "open loop", "rate": rate},
+            lambda begin: open_loop(
+                api.base_url,
+                phases.maker,
+                rate=rate,
+                seconds=args.seconds,
+                connections=args.connections,
+                drain_seconds=args.drain_seconds,
+                begin=begin,
+            ),
+        )
+
+    open_loop_phase("open loop", args.rate)
 
     log(f"saturation: {args.clients} clients for {args.seconds:g} s")
     with profiled(args.py_spy, args.py_spy_gil, api, args.seconds, workdir) as profile:
@@ -1008,20 +1004,8 @@ def measure(
         results["profile"] = profile
 
     if args.below_capacity > 0:
-        rate = round(saturation["orders_per_s"] * args.below_capacity)
-        log(f"open loop below capacity: {rate} orders/s for {args.seconds:g} s")
-        phases.run(
-            "open loop below capacity",
-            {"mode": "open loop", "rate": rate},
-            lambda begin: open_loop(
-                api.base_url,
-                phases.maker,
-                rate=rate,
-                seconds=args.seconds,
-                connections=args.connections,
-                drain_seconds=args.drain_seconds,
-                begin=begin,
-            ),
+        open_loop_phase(
+            "open loop below capacity", round(saturation["orders_per_s"] * args.below_capacity)
         )
     results["phases"] = phases.results
     results["api"]["identity_provider_userinfo_calls"] = api.userinfo_calls()

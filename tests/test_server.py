@@ -11,25 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
-from tests.fixtures.live_api import PRIVATE_PREFIXES, PROJECT_ROOT, free_port
+from tests.fixtures.live_api import PRIVATE_PREFIXES, PROJECT_ROOT, free_port, wait_until_up
 
 PORTAL = str(Path(sys.executable).parent / "portal")
 CONNECTIONS = 60
-
-
-def _wait_until_up(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "portal serve exited"
-        assert time.monotonic() < deadline, "portal serve did not come up"
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
 
 
 def _established(worker: psutil.Process, port: int) -> int:
@@ -40,18 +27,18 @@ def _established(worker: psutil.Process, port: int) -> int:
     )
 
 
-def test_serve_spreads_connections_over_its_workers_and_stops_them_all() -> None:
+def test_serve_spreads_connections_over_its_workers_and_stops_them_all(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
     env.update(ENVIRONMENT="test")
     argv = [PORTAL, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(
-        argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
     clients: list[socket.socket] = []
     try:
-        _wait_until_up(base, process)
+        wait_until_up(process, base + "/healthz", log_path)
         workers = psutil.Process(process.pid).children()
         assert len(workers) == 2
         # Wait until both workers listen (the first one up already answers /healthz).
@@ -78,5 +65,6 @@ def test_serve_spreads_connections_over_its_workers_and_stops_them_all() -> None
             client.close()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+        log.close()
     assert process.returncode == 0
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -45,12 +45,6 @@ class AnchorConflict(Exception):
     """An anchor for this row already exists with another hash: the chain was rewritten."""
 
 
-def head(session: Session) -> Anchor | None:
-    """The sealed chain's last row, as an anchor (None for an empty chain)."""
-    last = chain_head(session)
-    return Anchor(*last, datetime.now(UTC)) if last else None
-
-
 def anchor_directory(session: Session, root: Path) -> Path:
     """The database's own folder under AUDIT_ANCHOR_DIR, so that environments (and test
     databases) sharing one anchor store never mix their anchors."""
@@ -78,6 +72,16 @@ def write_anchor(directory: Path, anchor: Anchor) -> Path:
     return path
 
 
+def anchor_head(session: Session, root: Path) -> tuple[Anchor, Path] | None:
+    """Write the sealed chain's last row as an anchor in this database's folder under `root`;
+    None while nothing is sealed. Seal first to anchor what was just written."""
+    last = chain_head(session)
+    if last is None:
+        return None
+    anchor = Anchor(*last, datetime.now(UTC))
+    return anchor, write_anchor(anchor_directory(session, root), anchor)
+
+
 def read_anchor(path: Path) -> Anchor:
     data = json.loads(path.read_text())
     return Anchor(
@@ -94,8 +98,14 @@ def read_anchors(directory: Path) -> list[Anchor]:
 def check_anchors(session: Session, anchors: list[Anchor]) -> ChainBreak | None:
     """The first anchor the chain no longer honours: its row missing (the newest rows were
     deleted) or holding another hash (the chain was rewritten from there or earlier)."""
+    rows = session.execute(
+        select(AuditEntry.seq, AuditEntry.row_hash).where(
+            AuditEntry.seq.in_([a.seq for a in anchors])
+        )
+    )
+    hashes = {seq: row_hash for seq, row_hash in rows}
     for anchor in anchors:
-        row_hash = session.scalar(select(AuditEntry.row_hash).where(AuditEntry.seq == anchor.seq))
+        row_hash = hashes.get(anchor.seq)
         when = f"{anchor.anchored_at:%Y-%m-%d %H:%M} UTC"
         if row_hash is None:
             return ChainBreak(

@@ -108,7 +108,7 @@ def _fefo_key(lot: Any) -> tuple[date, object, uuid.UUID]:
     return (lot.expiration_date or date.max, lot.created_at, lot.id)
 
 
-def expire_loaded_lots(session: Session, lot_ids: Iterable[uuid.UUID]) -> None:
+def _expire_loaded_lots(session: Session, lot_ids: Iterable[uuid.UUID]) -> None:
     """Lots changed by a set-based UPDATE: drop stale counters of any loaded in the session."""
     for lot_id in lot_ids:
         loaded = session.identity_map.get(identity_key(Lot, lot_id))
@@ -184,7 +184,7 @@ def reserve(
     lot_ids = {r.lot_id for r in plan}
     if len(taken) != len(lot_ids):  # impossible while we hold the row locks; CHECKs are backstop
         raise InsufficientStock("a lot changed while reserving; try again")
-    expire_loaded_lots(session, lot_ids)
+    _expire_loaded_lots(session, lot_ids)
     return sorted(plan, key=lambda r: (r.expiration_date or date.max, r.lot_id))
 
 

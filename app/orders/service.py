@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Exists, Select, delete, exists, select, tuple_
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from app import phi
 from app.actor import Actor, Role
@@ -200,15 +200,18 @@ def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
     return list(session.scalars(select(OrderItem.id).where(OrderItem.order_id == order_id)))
 
 
+def _debit_processing(order_id: uuid.UUID | QueryableAttribute[uuid.UUID]) -> Exists:
+    """Whether a bank debit (ACH) of the order is still processing: Stripe has not decided."""
+    return exists().where(Payment.order_id == order_id, Payment.status == "processing")
+
+
 def edit_items(
     session: Session, actor: Actor, order_id: uuid.UUID, lines: list[OrderLine]
 ) -> Order:
     """Replace a pending order's items, re-reserving atomically (all or nothing)."""
     order = get_visible_order(session, actor, order_id, for_update=True)
     state.ensure_can_become(order, "paid")  # only a pending order can still change
-    if session.scalar(
-        select(exists().where(Payment.order_id == order.id, Payment.status == "processing"))
-    ):
+    if session.scalar(select(_debit_processing(order.id))):
         raise Conflict("a bank payment for this order is processing; it cannot be edited now")
     old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))
     before = _summary(order, old_items)
@@ -304,7 +307,7 @@ def expire_unpaid_orders(
     order whose bank debit (ACH) is processing is left alone until Stripe decides.
     """
     now = now or utcnow()
-    processing = exists().where(Payment.order_id == Order.id, Payment.status == "processing")
+    processing = _debit_processing(Order.id)
     orders = list(
         session.scalars(
             select(Order)

@@ -52,5 +52,6 @@ def update_user(
     """Change a role or (de)activate; this API process applies it at once, the others within
     `SIGNED_IN_USER_CACHE_SECONDS`."""
     user = service.update_user(session, actor, user_id, data)
-    request.app.state.signed_in_users.forget(user.oidc_subject)
+    if user.oidc_subject is not None:
+        request.app.state.signed_in_users.discard(user.oidc_subject)
     return _out(user)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,8 @@ from app.users.schemas import UserInvite, UserUpdate
 
 @dataclass(frozen=True, slots=True)
 class SignedInUser:
-    """What a request needs of the signed-in user's row."""
+    """What a request needs of the signed-in user's row (each API process keeps these for
+    SIGNED_IN_USER_CACHE_SECONDS, in a `TtlCache` on `app.state.signed_in_users`)."""
 
     id: uuid.UUID
     role: Role
@@ -31,35 +31,6 @@ class SignedInUser:
     @classmethod
     def of(cls, user: User) -> SignedInUser:
         return cls(user.id, Role(user.role), user.email)
-
-
-class SignedInUsers:
-    """Recently resolved, active users by OIDC subject, kept for `ttl` seconds (one per API
-    process, on `app.state`). It saves a query per request; `forget` applies a change made
-    through this process at once."""
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._users: dict[str, tuple[float, SignedInUser]] = {}
-
-    def get(self, subject: str) -> SignedInUser | None:
-        hit = self._users.get(subject)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-    def remember(self, subject: str, user: User) -> SignedInUser:
-        signed_in = SignedInUser.of(user)
-        if self.ttl > 0:
-            now = time.monotonic()
-            if len(self._users) >= self.MAX_ENTRIES:
-                self._users = {k: v for k, v in self._users.items() if v[0] > now}
-            self._users[subject] = (now + self.ttl, signed_in)
-        return signed_in
-
-    def forget(self, subject: str | None) -> None:
-        if subject is not None:
-            self._users.pop(subject, None)
 
 
 def user_fields(user: User) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from app.audit import service as audit
 from app.audit.anchors import (
     Anchor,
     AnchorConflict,
-    anchor_directory,
+    anchor_head,
     check_anchors,
     read_anchors,
     write_anchor,
@@ -101,9 +101,9 @@ def test_a_chain_rewritten_from_a_row_on_is_caught_by_the_anchor(
 ) -> None:
     write_rows(engine, 5)
     with Session(engine) as session:
-        directory = anchor_directory(session, tmp_path)
-        anchor = audit_head(session)
-    write_anchor(directory, anchor)
+        written = anchor_head(session, tmp_path)
+    assert written is not None
+    directory = written[1].parent
 
     # The intruder changes row 3 and recomputes every hash from there: the chain verifies.
     with Session(engine) as session:
@@ -133,14 +133,6 @@ def test_a_chain_rewritten_from_a_row_on_is_caught_by_the_anchor(
         problem = check_anchors(session, read_anchors(directory))
     assert problem is not None and problem.seq == 5
     assert "differs from its anchor" in problem.problem
-
-
-def audit_head(session: Session) -> Anchor:
-    from app.audit.anchors import head
-
-    anchor = head(session)
-    assert anchor is not None
-    return anchor
 
 
 def test_an_anchor_is_never_replaced(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.live_api import free_port
+from tests.fixtures.live_api import free_port, stop, wait_until_up
 
 WEBHOOK_SECRET = "whsec_portal_tests_" + uuid.uuid4().hex
 API_KEY = "sk_test_x"
@@ -106,33 +106,20 @@ def _run(log_path: Path) -> Iterator[LocalStripe]:
             [sys.executable, "-c", _STAND_IN, str(port)], stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, f"localstripe exited:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, f"localstripe not up:\n{log_path.read_text()}"
-                try:
-                    answer = httpx.get(
-                        base + "/v1/balance",
-                        headers={"Authorization": f"Bearer {API_KEY}"},
-                        timeout=1,
-                    )
-                    if answer.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
+            wait_until_up(
+                process,
+                base + "/v1/balance",
+                log_path,
+                timeout=30,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
             server = LocalStripe(base)
             try:
                 yield server
             finally:
                 server.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process, timeout=10)
 
 
 # One server per test session, however many conftests ask for it (tests/payments and

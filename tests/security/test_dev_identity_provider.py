@@ -25,7 +25,7 @@ from app.dev_identity import obtain_dev_token
 from app.errors import NotAuthenticated
 from app.security import TokenVerifier, get_verifier
 from tests.fixtures.identity import JwtIssuer
-from tests.fixtures.live_api import free_port
+from tests.fixtures.live_api import free_port, stop, wait_until_up
 
 ME = "/api/v1/users/me"
 CLIENT_ID = "portal-dev"
@@ -36,32 +36,18 @@ def dev_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = Path(sys.executable).parent / "oidc-provider-mock"
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("oidc") / "provider.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"oidc-provider-mock exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(issuer + "/.well-known/openid-configuration", timeout=1).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("oidc-provider-mock did not come up within 30 s")
-            time.sleep(0.1)
-        yield issuer
-    finally:
-        process.terminate()
+    log_path = tmp_path_factory.mktemp("oidc") / "provider.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            wait_until_up(
+                process, issuer + "/.well-known/openid-configuration", log_path, timeout=30
+            )
+            yield issuer
+        finally:
+            stop(process, timeout=10)
 
 
 def sign_in(issuer: str, role: str, email: str) -> str:

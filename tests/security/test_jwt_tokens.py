@@ -24,11 +24,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app import security
+from app.cache import TtlCache
 from app.config import get_settings
 from app.errors import NotAuthenticated
 from app.models import User
 from app.security import TokenVerifier
-from app.users.service import SignedInUsers
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 
 ME = "/api/v1/users/me"
@@ -343,7 +343,7 @@ def test_a_change_made_by_another_process_applies_within_the_cache_time(
 ) -> None:
     """Each API process keeps a signed-in user's row for SIGNED_IN_USER_CACHE_SECONDS; a change
     made elsewhere (another worker, SQL) applies when that runs out, or at once with 0."""
-    app.state.signed_in_users = SignedInUsers(cache_seconds)
+    app.state.signed_in_users = TtlCache(cache_seconds)
     doctor = auth("doctor", sub="doc-changed-elsewhere")
     user_id = client.get(ME, headers=doctor).json()["id"]
     db.execute(update(User).where(User.id == uuid.UUID(user_id)).values(active=False))
