@@ -32,6 +32,13 @@ def test_seed_demo_is_idempotent(fresh_db: TestDatabase) -> None:
         t: _count(fresh_db.owner_url, t) for t in ("products", "lots", "stock_movements", "users")
     }
     assert counts["products"] >= 10 and counts["lots"] >= 10 and counts["users"] == 2
+    # A lived-in portal: a few patients, and orders in every state.
+    assert _count(fresh_db.owner_url, "patients") >= 3
+    with psycopg.connect(fresh_db.owner_url) as conn:
+        statuses = {row[0] for row in conn.execute("SELECT DISTINCT status FROM orders")}
+    assert statuses == {"pending", "paid", "fulfilled", "cancelled"}
+    counts.update(patients=_count(fresh_db.owner_url, "patients"))
+    counts.update(orders=_count(fresh_db.owner_url, "orders"))
 
     second = run_portal(fresh_db, "seed", "demo")
     assert second.returncode == 0, second.stderr
