@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest lock bench clean
+.PHONY: install browser run test lint typecheck pytest lock bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(BIN)/portal up
 
-test: install lint typecheck pytest
+test: install browser lint typecheck pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -29,8 +29,28 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	$(BIN)/pytest
+
+# The browser tests drive Debian's chromium (a test tool's own browser download cannot work
+# offline). Installed here when missing and the package manager is usable (root, or sudo
+# without a password); otherwise `make test` stops at once with the command that fixes it.
+CHROMIUM ?= /usr/bin/chromium
+APT_GET  ?= apt-get
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if command -v $(APT_GET) >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v $(APT_GET) >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else \
+	  echo "The browser tests need Debian's chromium at $(CHROMIUM), and it cannot be" \
+	       "installed from here. Install it, then run make test again:" >&2; \
+	  echo "    sudo apt-get install -y chromium" >&2; \
+	  exit 1; \
+	fi; \
+	echo "Installing Debian's chromium for the browser tests ($(APT_GET) install chromium)"; \
+	$$SUDO $(APT_GET) update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO $(APT_GET) install -y -qq chromium >/dev/null && \
+	test -x "$(CHROMIUM)"
 
 bench: install
 	$(BIN)/python -m benchmarks.catalog

@@ -20,7 +20,7 @@ Nothing of this is in the application.
 
 Screenshots of every step go to test-artifacts/checkout/ (git-ignored).
 
-Needs Debian's chromium at /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it).
+Needs Debian's chromium at /usr/bin/chromium (`make test` installs it).
 Playwright drives that binary; `playwright install` is never used.
 """
 
@@ -114,11 +114,11 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's chromium. Missing is a failure, not a skip: CI installs it (.ci/run)."""
+    """Debian's chromium. Missing is a failure, not a skip: `make test` installs it first."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need Debian's chromium"
-            " (`apt-get install chromium`; .ci/run installs it)",
+            " (`make test` installs it)",
             pytrace=False,
         )
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
