@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     # Claim that carries the role (`admin` or `doctor`); when absent the `users` table decides.
     oidc_role_claim: str = "role"
+    # Claim saying the token's e-mail is verified (`true`, or the string "true"). An invited
+    # user's row is claimed by e-mail only when it is; otherwise the sign-in is refused (403).
+    oidc_email_verified_claim: str = "email_verified"
     # Opaque tokens are checked at userinfo; a verified answer is reused for this long.
     oidc_userinfo_cache_seconds: int = Field(default=60, ge=0, le=600)
     oidc_jwks_cache_seconds: int = Field(default=3600, ge=0)

@@ -186,6 +186,13 @@ def claimed_role(claims: Claims, claim: str) -> Role | None:
     return None
 
 
+def email_is_verified(claims: Claims, claim: str) -> bool:
+    """Whether the issuer vouches for the token's e-mail. Only a true value counts (some
+    providers send the string "true"); absent, false or anything else does not."""
+    value = claims.get(claim)
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 bearer_scheme = HTTPBearer(auto_error=False, description="OIDC access token")
 
 
@@ -208,6 +215,7 @@ def current_actor(
             session,
             subject=subject,
             email=claims.get("email"),
+            email_verified=email_is_verified(claims, settings.oidc_email_verified_claim),
             claimed_role=claimed_role(claims, settings.oidc_role_claim),
             auto_provision=settings.auto_provision_users,
             via=Actor(
