@@ -10,9 +10,11 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    """Entries live `ttl` seconds after they are put (`ttl` 0 keeps nothing). When it holds
-    `max_entries`, expired entries are dropped. Safe to share between threads: each call is a
-    single dict operation or a rebuild that replaces the dict at once."""
+    """Entries live `ttl` seconds after they are put (`ttl` 0 keeps nothing), or less when a put
+    says so. When it holds `max_entries`, expired entries are dropped; if none has expired the
+    new entry is not kept, so callers who choose the keys (junk tokens) cannot grow it. Safe to
+    share between threads: each call is a single dict operation or a rebuild that replaces the
+    dict at once."""
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl
@@ -23,13 +25,16 @@ class TtlCache(Generic[K, V]):
         hit = self._entries.get(key)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
-    def put(self, key: K, value: V) -> None:
-        if self.ttl <= 0:
+    def put(self, key: K, value: V, *, ttl: float | None = None) -> None:
+        ttl = self.ttl if ttl is None else min(ttl, self.ttl)
+        if ttl <= 0:
             return
         now = time.monotonic()
         if len(self._entries) >= self.max_entries:
             self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-        self._entries[key] = (now + self.ttl, value)
+            if len(self._entries) >= self.max_entries:
+                return
+        self._entries[key] = (now + ttl, value)
 
     def discard(self, key: K) -> None:
         self._entries.pop(key, None)

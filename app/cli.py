@@ -140,6 +140,13 @@ def seed_scale(
 def dev_token(
     role: Annotated[str, typer.Option(help="admin or doctor")] = "admin",
     email: Annotated[str | None, typer.Option(help="Any address gives a distinct user")] = None,
+    email_verified: Annotated[
+        bool,
+        typer.Option(
+            "--email-verified/--email-unverified",
+            help="Whether the provider vouches for the e-mail (needed to claim an invitation)",
+        ),
+    ] = True,
 ) -> None:
     """Print an access token from the development identity provider (for curl and scripts)."""
     from app.dev_identity import DevTokenError, obtain_dev_token
@@ -156,6 +163,7 @@ def dev_token(
             settings.oidc_issuer,
             role=role,
             email=email,
+            email_verified=email_verified,
             client_id=settings.oidc_client_id,
             client_secret=settings.oidc_client_secret,
         )

@@ -53,8 +53,24 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     # Claim that carries the role (`admin` or `doctor`); when absent the `users` table decides.
     oidc_role_claim: str = "role"
-    # Opaque tokens are checked at userinfo; a verified answer is reused for this long.
+    # Claim saying the token's e-mail is verified (`true`, or the string "true"). An invited
+    # user's row is claimed by e-mail only when it is; otherwise the sign-in is refused (403).
+    oidc_email_verified_claim: str = "email_verified"
+    # Opaque (non-JWT) access tokens. `off`: refused, only JWTs for OIDC_AUDIENCE. `userinfo`:
+    # any token the issuer's userinfo accepts, so also one issued to another application of the
+    # same tenant (the development provider issues only these; production refuses this mode).
+    # `introspection`: the issuer's RFC 7662 endpoint, with the portal's client id and secret,
+    # must say `active` and name OIDC_AUDIENCE in `aud` (or, with no `aud`, a client of
+    # OIDC_ACCEPTED_CLIENT_IDS). Unset: `userinfo` in development and test, `off` in production.
+    oidc_opaque_tokens: Literal["off", "userinfo", "introspection"] | None = None
+    # Comma-separated client ids whose opaque tokens introspection accepts when the answer
+    # names no audience. Unset: only the portal's own OIDC_CLIENT_ID.
+    oidc_accepted_client_ids: str | None = None
+    # A verified opaque token's answer is reused for this long (never past the token's `exp`).
     oidc_userinfo_cache_seconds: int = Field(default=60, ge=0, le=600)
+    # A refused opaque token is refused again without asking the issuer for this long, so a
+    # client retrying a junk or revoked token does not hammer the provider.
+    oidc_negative_cache_seconds: float = Field(default=15, ge=0, le=300)
     oidc_jwks_cache_seconds: int = Field(default=3600, ge=0)
     # How long each API process reuses a signed-in user's row (role, active) between requests.
     # A change made through this process applies at once; one made elsewhere (another worker,
@@ -117,6 +133,18 @@ class Settings(BaseSettings):
     def expected_audience(self) -> str:
         return self.oidc_audience or self.oidc_client_id
 
+    @property
+    def opaque_tokens(self) -> Literal["off", "userinfo", "introspection"]:
+        if self.oidc_opaque_tokens is not None:
+            return self.oidc_opaque_tokens
+        return "off" if self.environment == "production" else "userinfo"
+
+    @property
+    def accepted_client_ids(self) -> frozenset[str]:
+        if self.oidc_accepted_client_ids is None:
+            return frozenset({self.oidc_client_id})
+        return frozenset(c.strip() for c in self.oidc_accepted_client_ids.split(",") if c.strip())
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
@@ -134,6 +162,11 @@ class Settings(BaseSettings):
                 raise ValueError("SMTP_STARTTLS must be on for a remote SMTP_HOST in production")
             if self.sms_provider == "log":
                 raise ValueError("SMS_PROVIDER must name a real provider in production")
+            if self.oidc_opaque_tokens == "userinfo":
+                raise ValueError(
+                    "OIDC_OPAQUE_TOKENS=userinfo takes tokens issued to any application of the"
+                    " tenant; use JWT access tokens (off) or introspection in production"
+                )
         if self.sms_provider == "twilio" and not (
             self.twilio_account_sid and self.twilio_auth_token and self.twilio_from
         ):

@@ -28,21 +28,45 @@ def obtain_dev_token(
     *,
     role: str,
     email: str | None = None,
+    email_verified: bool = True,
     client_id: str = "portal-dev",
     client_secret: str = "portal-dev-secret",  # noqa: S107 - the dev provider accepts any
     timeout: float = 5.0,
 ) -> dict[str, str]:
-    """Sign in as `email` (default: the demo user of `role`) and return the token response."""
+    """Sign in as `email` (default: the demo user of `role`) and return the token response.
+
+    The provider's user carries `email_verified` as given (default true, like an address a
+    real provider has confirmed), so an invitation for that address can be claimed.
+    """
     email = (email or DEMO_USERS[role]["email"]).lower()
     name = DEMO_USERS[role]["name"] if email == DEMO_USERS[role]["email"] else email
+    claims = {"email": email, "email_verified": email_verified, "role": role, "name": name}
+    try:
+        httpx.put(
+            f"{issuer.rstrip('/')}/users/{email}", json=claims, timeout=timeout
+        ).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise DevTokenError(f"the development identity provider at {issuer} is not up") from exc
+    return sign_in_as(
+        issuer, email, client_id=client_id, client_secret=client_secret, timeout=timeout
+    )
+
+
+def sign_in_as(
+    issuer: str,
+    subject: str,
+    *,
+    client_id: str = "portal-dev",
+    client_secret: str = "portal-dev-secret",  # noqa: S107 - the dev provider accepts any
+    timeout: float = 5.0,
+) -> dict[str, str]:
+    """Run the provider's authorization-code flow for `subject` with the claims it already
+    holds (a demo user, or one set by `obtain_dev_token`) and return the token response."""
     with httpx.Client(base_url=issuer.rstrip("/"), timeout=timeout) as http:
         try:
             discovery = http.get("/.well-known/openid-configuration").raise_for_status().json()
         except httpx.HTTPError as exc:
             raise DevTokenError(f"the development identity provider at {issuer} is not up") from exc
-        http.put(
-            f"/users/{email}", json={"email": email, "role": role, "name": name}
-        ).raise_for_status()
         state = secrets.token_urlsafe(16)
         login = http.post(
             discovery["authorization_endpoint"],
@@ -53,7 +77,7 @@ def obtain_dev_token(
                 "scope": "openid email profile",
                 "state": state,
             },
-            data={"sub": email},
+            data={"sub": subject},
         )
         location = login.headers.get("location", "")
         query = parse_qs(urlsplit(location).query)

@@ -90,6 +90,20 @@ class Forbidden(PortalError):
     title = "Not allowed for your role"
 
 
+class EmailNotVerified(Forbidden):
+    """An invitation is claimed by e-mail only when the identity provider vouches for it."""
+
+    slug = "email-not-verified"
+    title = "The e-mail address is not verified"
+
+
+class EmailAlreadyLinked(Forbidden):
+    """The token's e-mail belongs to an account already signed in with another subject."""
+
+    slug = "email-already-linked"
+    title = "The e-mail address belongs to another account"
+
+
 class IdentityProviderUnavailable(PortalError):
     status = 503
     slug = "identity-provider-unavailable"

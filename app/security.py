@@ -4,8 +4,10 @@ Two kinds of access token are accepted from the configured issuer:
 - JWTs (what Okta and Auth0 issue for an API audience) are verified locally against the
   issuer's JWKS (cached; refreshed when an unknown `kid` appears): signature, `iss`, `aud`,
   `exp`, `nbf`.
-- Opaque tokens (what the development identity provider issues) are verified at the issuer's
-  userinfo endpoint; a positive answer is cached briefly.
+- Opaque tokens only as OIDC_OPAQUE_TOKENS allows: at the issuer's userinfo endpoint (what the
+  development identity provider offers; it cannot tell which application a token was issued
+  to), or by token introspection (RFC 7662) with the portal's client credentials, which can.
+  A positive answer is cached briefly (never past the token's expiry), a refusal too.
 
 Every route declares who may call it with exactly one of `require_roles(...)` or `public_route`;
 a test walks the route table to enforce it.
@@ -13,12 +15,15 @@ a test walks the route table to enforce it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Annotated, Any
+from urllib.parse import quote_plus
 
 import httpx
 import jwt
@@ -34,6 +39,9 @@ from app.users import service as users
 
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
 Claims = dict[str, Any]
+# RFC 6750's b64token: what a bearer token may be made of. Anything else is refused unasked.
+BEARER_TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_OPAQUE_TOKEN_LENGTH = 4096
 
 
 class TokenVerifier:
@@ -54,7 +62,9 @@ class TokenVerifier:
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = 0.0
         self._min_jwks_refresh = min_jwks_refresh_seconds
-        self._userinfo: TtlCache[str, Claims] = TtlCache(settings.oidc_userinfo_cache_seconds)
+        self._verified: TtlCache[str, Claims] = TtlCache(settings.oidc_userinfo_cache_seconds)
+        # sha256(token) -> why it was refused
+        self._refused: TtlCache[str, str] = TtlCache(settings.oidc_negative_cache_seconds)
 
     # -- issuer metadata -------------------------------------------------------------------
     def _get_json(self, url: str, **kwargs: Any) -> Any:
@@ -115,6 +125,11 @@ class TokenVerifier:
     def verify(self, token: str) -> Claims:
         if token.count(".") == 2:
             return self._verify_jwt(token)
+        if self.settings.opaque_tokens == "off":
+            raise NotAuthenticated(
+                "opaque access tokens are not accepted; send a JWT access token issued for"
+                f" the audience {self.settings.expected_audience}"
+            )
         return self._verify_opaque(token)
 
     def _verify_jwt(self, token: str) -> Claims:
@@ -152,12 +167,32 @@ class TokenVerifier:
         return claims
 
     def _verify_opaque(self, token: str) -> Claims:
-        if not token or len(token) > 4096:
+        if len(token) > MAX_OPAQUE_TOKEN_LENGTH or not BEARER_TOKEN_SYNTAX.fullmatch(token):
             raise NotAuthenticated("the token is malformed")
         cache_key = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._userinfo.get(cache_key)
+        cached = self._verified.get(cache_key)
         if cached is not None:
             return cached
+        refused = self._refused.get(cache_key)
+        if refused is not None:
+            raise NotAuthenticated(refused)
+        try:
+            if self.settings.opaque_tokens == "introspection":
+                claims = self._introspect(token)
+            else:
+                claims = self._userinfo(token)
+        except NotAuthenticated as exc:
+            # Only the issuer's verdict is remembered; an unreachable issuer is asked again.
+            self._refused.put(cache_key, exc.detail)
+            raise
+        expires_at = claims.get("exp")
+        if isinstance(expires_at, int | float):
+            self._verified.put(cache_key, claims, ttl=expires_at - time.time())
+        else:
+            self._verified.put(cache_key, claims)
+        return claims
+
+    def _userinfo(self, token: str) -> Claims:
         response = self._get_json(
             self.discovery()["userinfo_endpoint"],
             headers={"Authorization": f"Bearer {token}"},
@@ -167,7 +202,66 @@ class TokenVerifier:
         claims: Claims = response.json()
         if not claims.get("sub"):
             raise NotAuthenticated("the identity provider returned no subject")
-        self._userinfo.put(cache_key, claims)
+        return claims
+
+    def _client_authentication(self) -> str:
+        """client_secret_basic (RFC 6749 section 2.3.1): id and secret form-urlencoded."""
+        pair = f"{quote_plus(self.settings.oidc_client_id)}:"
+        pair += quote_plus(self.settings.oidc_client_secret)
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+
+    def _introspect(self, token: str) -> Claims:
+        """Ask the issuer about the token (RFC 7662) and accept it only if it is an active
+        access token for this API: `aud` names OIDC_AUDIENCE or, when the answer has no `aud`,
+        `client_id` is one of OIDC_ACCEPTED_CLIENT_IDS."""
+        endpoint = self.discovery().get("introspection_endpoint")
+        if not endpoint:
+            raise IdentityProviderUnavailable(
+                "OIDC_OPAQUE_TOKENS=introspection, but the issuer's discovery document names no"
+                " introspection_endpoint"
+            )
+        try:
+            response = self._http.post(
+                endpoint,
+                data={"token": token, "token_type_hint": "access_token"},
+                headers={
+                    "Authorization": self._client_authentication(),
+                    "Accept": "application/json",
+                },
+            )
+        except httpx.HTTPError as exc:
+            raise IdentityProviderUnavailable(f"cannot reach the identity provider: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise IdentityProviderUnavailable(
+                "the identity provider refused the portal's client credentials"
+                " (OIDC_CLIENT_ID, OIDC_CLIENT_SECRET) at its introspection endpoint"
+            )
+        if response.status_code != 200:
+            raise IdentityProviderUnavailable(
+                f"the identity provider's introspection answered {response.status_code}"
+            )
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise IdentityProviderUnavailable("the introspection answer is not JSON") from exc
+        if not isinstance(answer, dict):
+            raise IdentityProviderUnavailable("the introspection answer is not a JSON object")
+        if answer.get("active") is not True:
+            raise NotAuthenticated("the token is not active")
+        if str(answer.get("iss", self.issuer)).rstrip("/") != self.issuer:
+            raise NotAuthenticated("the token is from another issuer")
+        if answer.get("token_type") == "refresh_token":
+            raise NotAuthenticated("a refresh token is not an access token")
+        audience = answer.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience] if audience else []
+        if audiences:
+            if self.settings.expected_audience not in audiences:
+                raise NotAuthenticated("the token is for another audience")
+        elif answer.get("client_id") not in self.settings.accepted_client_ids:
+            raise NotAuthenticated("the token was issued to another application")
+        if not answer.get("sub"):
+            raise NotAuthenticated("the identity provider returned no subject")
+        claims: Claims = answer
         return claims
 
 
@@ -184,6 +278,13 @@ def claimed_role(claims: Claims, claim: str) -> Role | None:
         if role.value in values:
             return role
     return None
+
+
+def email_is_verified(claims: Claims, claim: str) -> bool:
+    """Whether the issuer vouches for the token's e-mail. Only a true value counts (some
+    providers send the string "true"); absent, false or anything else does not."""
+    value = claims.get(claim)
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 bearer_scheme = HTTPBearer(auto_error=False, description="OIDC access token")
@@ -208,6 +309,7 @@ def current_actor(
             session,
             subject=subject,
             email=claims.get("email"),
+            email_verified=email_is_verified(claims, settings.oidc_email_verified_claim),
             claimed_role=claimed_role(claims, settings.oidc_role_claim),
             auto_provision=settings.auto_provision_users,
             via=Actor(

@@ -617,6 +617,7 @@ def trace_orders(app_url: str, doctors: list[Doctor], products: list[str]) -> di
                     session,
                     subject=doctor.email,
                     email=doctor.email,
+                    email_verified=True,
                     claimed_role=Role.DOCTOR,
                     auto_provision=True,
                 )

@@ -126,6 +126,31 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             json={"lot_number": "G-1", "quantity": 10},
         )
         assert lot.status_code == 201, lot.text
+
+        # An invitation is claimed only by a token whose e-mail the provider has verified.
+        boss = "boss@clinicmail.org"
+        invited = httpx.post(
+            api + "/api/v1/users", headers=headers, json={"email": boss, "role": "admin"}
+        )
+        assert invited.status_code == 201, invited.text
+        for flag, status in (("--email-unverified", 403), ("--email-verified", 200)):
+            doctor = run_portal(
+                fresh_db,
+                "dev-token",
+                "--role",
+                "doctor",
+                "--email",
+                boss,
+                flag,
+                OIDC_ISSUER=issuer,
+            )
+            assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+            me = httpx.get(
+                api + "/api/v1/users/me",
+                headers={"Authorization": f"Bearer {doctor.stdout.strip()}"},
+            )
+            assert me.status_code == status, me.text
+        assert me.json()["role"] == "admin"
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)

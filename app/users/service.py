@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 
 from app.actor import Actor, Role
 from app.audit import service as audit
-from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    EmailAlreadyLinked,
+    EmailNotVerified,
+    Forbidden,
+    NotFound,
+)
 from app.models import User
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.users.schemas import UserInvite, UserUpdate
@@ -48,6 +55,7 @@ def resolve_signed_in_user(
     *,
     subject: str,
     email: str | None,
+    email_verified: bool,
     claimed_role: Role | None,
     auto_provision: bool,
     via: Actor | None = None,
@@ -55,30 +63,40 @@ def resolve_signed_in_user(
     """The `users` row of a verified token's subject.
 
     Once a row exists its role (managed by admins) wins over the token's claim. An admin may
-    invite someone by e-mail before they first sign in; the first sign-in links the subject.
+    invite someone by e-mail before they first sign in; the first sign-in links the subject,
+    but only when the identity provider says the e-mail is verified: anyone can put any
+    address on an account at most providers, and an invitation may carry the admin role.
+    An address already linked to another subject is refused rather than shared.
     """
     user = session.scalar(select(User).where(User.oidc_subject == subject))
     email = email.lower() if email else None
     via = via or Actor.system("oidc-sign-in")
     if user is None and email:
-        invited = session.scalar(
-            select(User).where(User.email == email, User.oidc_subject.is_(None)).with_for_update()
-        )
-        if invited is not None:
-            invited.oidc_subject = subject
+        holder = session.scalar(select(User).where(User.email == email).with_for_update())
+        if holder is not None and holder.oidc_subject is not None:
+            raise EmailAlreadyLinked(_EMAIL_ALREADY_LINKED)
+        if holder is not None:
+            if not email_verified:
+                raise EmailNotVerified(
+                    "an invitation for your e-mail address is waiting, but your identity"
+                    " provider does not say the address is verified; verify it there and sign"
+                    " in again"
+                )
+            holder.oidc_subject = subject
             audit.record(
                 session,
                 via,
                 "user.linked",
                 "user",
-                invited.id,
+                holder.id,
                 after={"oidc_subject": subject},
             )
-            user = invited
+            user = holder
     if user is None:
         if claimed_role is None or not auto_provision:
             raise Forbidden("you have no portal account; ask an administrator to invite you")
-        # Two first requests may race: the unique subject decides, the loser reads the winner.
+        # Two first requests may race: a unique column decides. The loser of a race for the
+        # subject reads the winner's row; the loser of one for the e-mail is refused.
         inserted = session.execute(
             insert(User)
             .values(id=uuid.uuid4(), email=email, role=claimed_role.value, oidc_subject=subject)
@@ -89,7 +107,9 @@ def resolve_signed_in_user(
             select(User)
             .where(User.oidc_subject == subject)
             .execution_options(populate_existing=True)
-        ).one()
+        ).one_or_none()
+        if user is None:
+            raise EmailAlreadyLinked(_EMAIL_ALREADY_LINKED)
         if inserted is not None:
             audit.record(
                 session,
@@ -102,6 +122,12 @@ def resolve_signed_in_user(
     if not user.active:
         raise Forbidden("your portal account is deactivated")
     return user
+
+
+_EMAIL_ALREADY_LINKED = (
+    "the e-mail address in your token belongs to a portal account that signs in with another"
+    " identity; ask an administrator to resolve it"
+)
 
 
 def get_user(session: Session, user_id: uuid.UUID) -> User:

@@ -35,6 +35,7 @@ def test_first_sign_in_queues_its_audit_row_until_commit(fresh_db: TestDatabase)
                 session,
                 subject="first-timer",
                 email="first@clinic.example",
+                email_verified=False,
                 claimed_role=Role.DOCTOR,
                 auto_provision=True,
             )
@@ -66,6 +67,7 @@ def test_writers_do_not_wait_for_a_sealer_holding_the_chain(fresh_db: TestDataba
                 writer,
                 subject="while-sealing",
                 email="while.sealing@clinic.example",
+                email_verified=False,
                 claimed_role=Role.DOCTOR,
                 auto_provision=True,
             )
@@ -87,6 +89,7 @@ def test_a_rolled_back_sign_in_leaves_no_queued_audit_row(fresh_db: TestDatabase
                 session,
                 subject="gone",
                 email="gone@clinic.example",
+                email_verified=False,
                 claimed_role=Role.ADMIN,
                 auto_provision=True,
             )

@@ -32,6 +32,7 @@ from app.main import create_app
 from app.models import AuditEntry
 from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.identity import JwtIssuer
 
 Auth = Callable[..., dict[str, str]]
 ADMIN = Actor(
@@ -406,7 +407,7 @@ def test_user_changes_are_audited_with_who_and_what(
 
 
 def test_sign_ins_that_create_or_link_accounts_are_audited(
-    client: TestClient, db: Session, admin: dict[str, str], auth: Auth
+    client: TestClient, db: Session, admin: dict[str, str], auth: Auth, jwt_issuer: JwtIssuer
 ) -> None:
     new = client.get("/api/v1/users/me", headers=auth("doctor", sub="doc-new-audit")).json()
     (provisioned,) = _audit_rows(db, new["id"])
@@ -419,10 +420,11 @@ def test_sign_ins_that_create_or_link_accounts_are_audited(
         json={"email": "link.me@clinic.example.org", "role": "doctor"},
         headers=admin,
     ).json()
-    client.get(
-        "/api/v1/users/me",
-        headers=auth("doctor", sub="okta|link-me", email="link.me@clinic.example.org"),
+    # Claiming an invitation needs an e-mail the issuer says is verified.
+    token = jwt_issuer.token(
+        "okta|link-me", role="doctor", email="link.me@clinic.example.org", email_verified=True
     )
+    client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert [r.action for r in _audit_rows(db, invited["id"])] == ["user.invited", "user.linked"]
 
 

@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.dev_identity import obtain_dev_token
+from app.dev_identity import DEMO_USERS, obtain_dev_token, sign_in_as
+from app.devstack import identity_provider_argv
 from app.errors import NotAuthenticated
 from app.security import TokenVerifier, get_verifier
 from tests.fixtures.identity import JwtIssuer
@@ -40,6 +41,25 @@ def dev_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until_up(
+                process, issuer + "/.well-known/openid-configuration", log_path, timeout=30
+            )
+            yield issuer
+        finally:
+            stop(process, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The provider started exactly as `make run` starts it, with the demo users."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("oidc-demo") / "provider.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            identity_provider_argv(port), stdout=log, stderr=subprocess.STDOUT
         )
         try:
             wait_until_up(
@@ -185,6 +205,51 @@ def test_two_emails_are_two_users(client: TestClient, dev_issuer: str) -> None:
         ME, headers={"Authorization": f"Bearer {sign_in(dev_issuer, 'doctor', first_email)}"}
     )
     assert again.json()["id"] == first.json()["id"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_dev_token_claims_an_invitation_because_its_email_is_verified(
+    client: TestClient, dev_issuer: str
+) -> None:
+    """`make run` keeps working with invitations: the provider's users carry a verified e-mail
+    (`portal dev-token` sets it), so the invited role applies, not the token's."""
+    admin = bearer(sign_in(dev_issuer, "admin", unique_email("dev-inviter")))
+    email = unique_email("dev-boss")
+    invited = client.post("/api/v1/users", json={"email": email, "role": "admin"}, headers=admin)
+    assert invited.status_code == 201, invited.text
+
+    me = client.get(ME, headers=bearer(sign_in(dev_issuer, "doctor", email)))
+    assert me.status_code == 200, me.text
+    assert me.json()["id"] == invited.json()["id"]
+    assert me.json()["role"] == "admin"
+
+
+def test_a_dev_token_with_an_unverified_email_cannot_claim_an_invitation(
+    client: TestClient, dev_issuer: str
+) -> None:
+    """The reproduction of the takeover against the development provider itself."""
+    admin = bearer(sign_in(dev_issuer, "admin", unique_email("dev-inviter")))
+    email = unique_email("dev-boss")
+    invited = client.post("/api/v1/users", json={"email": email, "role": "admin"}, headers=admin)
+    assert invited.status_code == 201, invited.text
+    token = obtain_dev_token(dev_issuer, role="doctor", email=email, email_verified=False)
+    response = client.get(ME, headers=bearer(token["access_token"]))
+    assert response.status_code == 403, response.text
+    assert response.json()["type"] == "/problems/email-not-verified"
+
+
+def test_the_demo_users_of_make_run_carry_a_verified_email(demo_issuer: str) -> None:
+    """Signing in as a demo user at the provider `make run` starts (no claims set by us):
+    userinfo says the e-mail is verified."""
+    for role, person in DEMO_USERS.items():
+        token = sign_in_as(demo_issuer, person["email"])["access_token"]
+        claims = httpx.get(f"{demo_issuer}/userinfo", headers=bearer(token), timeout=5).json()
+        assert claims["email"] == person["email"]
+        assert claims["email_verified"] is True
+        assert claims["role"] == role
 
 
 def test_settings_are_restored_after_the_dev_provider_tests(jwt_issuer: JwtIssuer) -> None:

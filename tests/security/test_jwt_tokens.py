@@ -401,7 +401,9 @@ def test_invited_user_gets_the_invited_role(
     assert invite.json()["signed_in"] is False
 
     # No role claim; the e-mail matches case-insensitively.
-    token = jwt_issuer.token("okta|invited-1", email="Invited.Doctor@Clinic.Example.ORG")
+    token = jwt_issuer.token(
+        "okta|invited-1", email="Invited.Doctor@Clinic.Example.ORG", email_verified=True
+    )
     me = client.get(ME, headers=bearer(token))
     assert me.status_code == 200, me.text
     assert me.json()["id"] == invite.json()["id"]
@@ -418,7 +420,12 @@ def test_invited_role_wins_over_the_token_claim(
         json={"email": "invited.two@clinic.example.org", "role": "doctor"},
         headers=admin,
     )
-    token = jwt_issuer.token("okta|invited-2", role="admin", email="invited.two@clinic.example.org")
+    token = jwt_issuer.token(
+        "okta|invited-2",
+        role="admin",
+        email="invited.two@clinic.example.org",
+        email_verified=True,
+    )
     assert client.get(ME, headers=bearer(token)).json()["role"] == "doctor"
     assert client.get("/api/v1/users", headers=bearer(token)).status_code == 403
 
@@ -432,9 +439,13 @@ def test_an_invitation_links_only_once(
         json={"email": "linked.once@clinic.example.org", "role": "admin"},
         headers=admin,
     ).json()
-    first = jwt_issuer.token("okta|linked-1", email="linked.once@clinic.example.org")
+    first = jwt_issuer.token(
+        "okta|linked-1", email="linked.once@clinic.example.org", email_verified=True
+    )
     assert client.get(ME, headers=bearer(first)).json()["id"] == invite["id"]
-    second = jwt_issuer.token("okta|linked-2", email="linked.once@clinic.example.org")
+    second = jwt_issuer.token(
+        "okta|linked-2", email="linked.once@clinic.example.org", email_verified=True
+    )
     assert client.get(ME, headers=bearer(second)).status_code == 403
 
 
