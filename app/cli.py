@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,12 +14,18 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from app.config import get_settings
+from app.config import get_settings, refusal_message
 
 if TYPE_CHECKING:
     from app.devstack import DatabaseUrls
 
-cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
+# Tracebacks never show local variables: they hold patients' details and secrets.
+cli = typer.Typer(
+    help="Medical ordering portal",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 seed_cli = typer.Typer(help="Demo and scale data", no_args_is_help=True)
 audit_cli = typer.Typer(help="The audit log", no_args_is_help=True)
@@ -545,7 +552,15 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back safely.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    cli(prog_name="portal")
+    try:
+        cli(prog_name="portal")
+    except Exception as exc:
+        refused = refusal_message(exc)
+        if refused is None:
+            raise
+        # Refused settings are the operator's to fix: the list of problems, not a traceback.
+        print(refused, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
