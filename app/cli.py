@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from app.config import get_settings, refusal_message
+from app.logs import configure_command_logging
 
 if TYPE_CHECKING:
     from app.devstack import DatabaseUrls
@@ -552,15 +554,18 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back safely.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    configure_command_logging()
     try:
         cli(prog_name="portal")
     except Exception as exc:
         refused = refusal_message(exc)
-        if refused is None:
-            raise
-        # Refused settings are the operator's to fix: the list of problems, not a traceback.
-        print(refused, file=sys.stderr)
-        sys.exit(2)
+        if refused is not None:
+            # Refused settings are the operator's to fix: the list of problems, no traceback.
+            print(refused, file=sys.stderr)
+            sys.exit(2)
+        # Through the redacting handler: the traceback without locals or PHI values.
+        logging.getLogger("app.cli").error("portal stopped by %s", type(exc).__name__, exc_info=exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
