@@ -141,7 +141,9 @@ def uvicorn_log_config() -> dict[str, Any]:
             name: {**handler, "filters": ["redact_phi"]}
             for name, handler in LOGGING_CONFIG["handlers"].items()
         },
-        "root": {"handlers": ["default"], "level": "INFO"},
+        "loggers": {**LOGGING_CONFIG["loggers"], "app": {"level": "INFO"}},
+        # Libraries (httpx logs every request at INFO) only from warnings up.
+        "root": {"handlers": ["default"], "level": "WARNING"},
     }
     return config
 
@@ -151,8 +153,6 @@ def configure_command_logging() -> None:
     the filter, and an exception that ends the command is logged the same way."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level == logging.WARNING:
-        root.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)  # libraries: warnings and errors only (default)
+    logging.getLogger("app").setLevel(logging.INFO)
     install_on_every_handler()

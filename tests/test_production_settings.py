@@ -102,7 +102,7 @@ def test_development_keeps_its_local_defaults() -> None:
     assert settings.stripe_api_base == "http://127.0.0.1:8420"
 
 
-@pytest.mark.parametrize("command", [["serve", "--workers", "1"], ["worker", "--once"]])
+@pytest.mark.parametrize("command", [["serve", "--workers", "1"], ["worker", "--once"], ["up"]])
 def test_portal_refuses_to_start_in_production_with_development_settings(
     tmp_path: Path, command: list[str]
 ) -> None:
