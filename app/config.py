@@ -185,70 +185,77 @@ def _public_https(url: str) -> bool:
     return parts.scheme == "https" and not _is_loopback(parts.hostname)
 
 
-def _secret_problem(name: str, value: str, development_value: str) -> str | None:
-    if value == development_value:
-        return f"{name} is the development default; set a secret from your key store"
-    if len(value) < MIN_SECRET_LENGTH:
-        return f"{name} is {len(value)} characters; use at least {MIN_SECRET_LENGTH}"
-    return None
+def production_problems(s: Settings) -> list[str]:
+    """Everything production refuses in `s` (README, "Production settings"), one line each."""
+    problems: list[str] = []
 
+    def need(ok: bool, problem: str) -> None:
+        if not ok:
+            problems.append(problem)
 
-def production_problems(settings: Settings) -> list[str]:
-    """What production refuses (README, "Production settings"), in the order of the README."""
-    s = settings
-    checks: list[str | None] = [
-        None if s.database_url else "DATABASE_URL must be set (not the embedded server)",
-        None
-        if _public_https(s.public_base_url)
-        else "PUBLIC_BASE_URL must be https on the public host (payment links use it)",
-        None
-        if _public_https(s.oidc_issuer)
-        else "OIDC_ISSUER must be an https URL of your identity provider",
-        "OIDC_AUDIENCE must be set explicitly to the API's audience"
-        if not s.oidc_audience
-        else "OIDC_AUDIENCE must differ from OIDC_CLIENT_ID (else ID tokens pass as access tokens)"
-        if s.oidc_audience == s.oidc_client_id
-        else None,
-        _secret_problem("OIDC_CLIENT_SECRET", s.oidc_client_secret, DEV_OIDC_CLIENT_SECRET),
-        _secret_problem(
-            "CHECKOUT_COOKIE_SECRET", s.checkout_cookie_secret, DEV_CHECKOUT_COOKIE_SECRET
-        ),
-        None
-        if s.checkout_cookie_secure
-        else "CHECKOUT_COOKIE_SECURE must be true (the checkout cookie only over HTTPS)",
-        None
-        if s.stripe_api_base is None or _public_https(s.stripe_api_base)
-        else "STRIPE_API_BASE must be unset (Stripe itself) or an https URL that is not loopback",
-        None
-        if s.stripe_api_key.startswith(("sk_live_", "rk_live_"))
-        else "STRIPE_API_KEY must be a live key (sk_live_... or rk_live_...), not a test key",
-        None
-        if s.stripe_publishable_key.startswith("pk_live_")
-        else "STRIPE_PUBLISHABLE_KEY must be a live key (pk_live_...), not a test key",
-        _secret_problem(
-            "STRIPE_WEBHOOK_SECRET", s.stripe_webhook_secret, DEV_STRIPE_WEBHOOK_SECRET
-        ),
-        None
-        if urlsplit(s.stripe_js_url).scheme == "https"
-        and urlsplit(s.stripe_js_url).hostname == STRIPE_JS_HOST
-        else f"STRIPE_JS_URL must load Stripe.js from https://{STRIPE_JS_HOST}/v3/",
-        None
-        if s.stripe_checkout_ui == "payment_element"
-        else "STRIPE_CHECKOUT_UI must be payment_element (card_element is for the local stand-in)",
-        None
-        if s.phi_encryption_keys != DEV_PHI_KEYS
-        else "PHI_ENCRYPTION_KEYS is the development key; set keys from your key store",
-        None
-        if s.phi_hash_key != DEV_PHI_HASH_KEY
-        else "PHI_HASH_KEY is the development key; set a key from your key store",
-        None
-        if s.smtp_starttls or _is_loopback(s.smtp_host)
-        else "SMTP_STARTTLS must be on for a remote SMTP_HOST",
-        None
-        if s.sms_provider != "log"
-        else "SMS_PROVIDER must name a real provider (log writes messages to a local file)",
-    ]
-    return [problem for problem in checks if problem]
+    need(bool(s.database_url), "DATABASE_URL must be set (not the embedded server)")
+    need(
+        _public_https(s.public_base_url),
+        "PUBLIC_BASE_URL must be https on the public host (payment links use it)",
+    )
+    need(_public_https(s.oidc_issuer), "OIDC_ISSUER must be an https URL of your identity provider")
+    need(bool(s.oidc_audience), "OIDC_AUDIENCE must be set explicitly to the API's audience")
+    need(
+        s.oidc_audience != s.oidc_client_id,
+        "OIDC_AUDIENCE must differ from OIDC_CLIENT_ID (else ID tokens pass as access tokens)",
+    )
+    for name, value, development_value in (
+        ("OIDC_CLIENT_SECRET", s.oidc_client_secret, DEV_OIDC_CLIENT_SECRET),
+        ("CHECKOUT_COOKIE_SECRET", s.checkout_cookie_secret, DEV_CHECKOUT_COOKIE_SECRET),
+        ("STRIPE_WEBHOOK_SECRET", s.stripe_webhook_secret, DEV_STRIPE_WEBHOOK_SECRET),
+    ):
+        need(value != development_value, f"{name} is the development default; set a secret")
+        need(
+            value == development_value or len(value) >= MIN_SECRET_LENGTH,
+            f"{name} is {len(value)} characters; use at least {MIN_SECRET_LENGTH}",
+        )
+    need(
+        s.checkout_cookie_secure,
+        "CHECKOUT_COOKIE_SECURE must be true (the checkout cookie only over HTTPS)",
+    )
+    need(
+        s.stripe_api_base is None or _public_https(s.stripe_api_base),
+        "STRIPE_API_BASE must be unset (Stripe itself) or an https URL that is not loopback",
+    )
+    need(
+        s.stripe_api_key.startswith(("sk_live_", "rk_live_")),
+        "STRIPE_API_KEY must be a live key (sk_live_... or rk_live_...), not a test key",
+    )
+    need(
+        s.stripe_publishable_key.startswith("pk_live_"),
+        "STRIPE_PUBLISHABLE_KEY must be a live key (pk_live_...), not a test key",
+    )
+    js = urlsplit(s.stripe_js_url)
+    need(
+        js.scheme == "https" and js.hostname == STRIPE_JS_HOST,
+        f"STRIPE_JS_URL must load Stripe.js from https://{STRIPE_JS_HOST}/v3/",
+    )
+    need(
+        s.stripe_checkout_ui == "payment_element",
+        "STRIPE_CHECKOUT_UI must be payment_element (card_element is for the local stand-in)",
+    )
+    need(
+        s.phi_encryption_keys != DEV_PHI_KEYS,
+        "PHI_ENCRYPTION_KEYS is the development key; set keys from your key store",
+    )
+    need(
+        s.phi_hash_key != DEV_PHI_HASH_KEY,
+        "PHI_HASH_KEY is the development key; set a key from your key store",
+    )
+    need(
+        s.smtp_starttls or _is_loopback(s.smtp_host),
+        "SMTP_STARTTLS must be on for a remote SMTP_HOST",
+    )
+    need(
+        s.sms_provider != "log",
+        "SMS_PROVIDER must name a real provider (log writes messages to a local file)",
+    )
+    return problems
 
 
 @lru_cache
