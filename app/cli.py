@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,12 +15,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from app.config import get_settings
+from app.config import get_settings, refusal_message
+from app.logs import configure_command_logging
 
 if TYPE_CHECKING:
     from app.devstack import DatabaseUrls
 
-cli = typer.Typer(help="Medical ordering portal", no_args_is_help=True, add_completion=False)
+# Tracebacks never show local variables: they hold patients' details and secrets.
+cli = typer.Typer(
+    help="Medical ordering portal",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 seed_cli = typer.Typer(help="Demo and scale data", no_args_is_help=True)
 audit_cli = typer.Typer(help="The audit log", no_args_is_help=True)
@@ -553,7 +562,18 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back safely.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    cli(prog_name="portal")
+    configure_command_logging()
+    try:
+        cli(prog_name="portal")
+    except Exception as exc:
+        refused = refusal_message(exc)
+        if refused is not None:
+            # Refused settings are the operator's to fix: the list of problems, no traceback.
+            print(refused, file=sys.stderr)
+            sys.exit(2)
+        # Through the redacting handler: the traceback without locals or PHI values.
+        logging.getLogger("app.cli").error("portal stopped by %s", type(exc).__name__, exc_info=exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,34 +148,147 @@ class Settings(BaseSettings):
         return frozenset(c.strip() for c in self.oidc_accepted_client_ids.split(",") if c.strip())
 
     @model_validator(mode="after")
-    def _refuse_dev_secrets_in_production(self) -> Settings:
-        if self.environment == "production":
-            if self.oidc_client_secret == DEV_OIDC_CLIENT_SECRET:
-                raise ValueError("OIDC_CLIENT_SECRET must be set in production")
-            if not self.database_url:
-                raise ValueError("DATABASE_URL must be set in production")
-            if self.checkout_cookie_secret == DEV_CHECKOUT_COOKIE_SECRET:
-                raise ValueError("CHECKOUT_COOKIE_SECRET must be set in production")
-            if self.stripe_webhook_secret == DEV_STRIPE_WEBHOOK_SECRET:
-                raise ValueError("STRIPE_WEBHOOK_SECRET must be set in production")
-            if self.phi_encryption_keys == DEV_PHI_KEYS or self.phi_hash_key == DEV_PHI_HASH_KEY:
-                raise ValueError("PHI_ENCRYPTION_KEYS and PHI_HASH_KEY must be set in production")
-            if not self.smtp_starttls and self.smtp_host not in ("127.0.0.1", "localhost", "::1"):
-                raise ValueError("SMTP_STARTTLS must be on for a remote SMTP_HOST in production")
-            if self.sms_provider == "log":
-                raise ValueError("SMS_PROVIDER must name a real provider in production")
-            if self.oidc_opaque_tokens == "userinfo":
-                raise ValueError(
-                    "OIDC_OPAQUE_TOKENS=userinfo takes tokens issued to any application of the"
-                    " tenant; use JWT access tokens (off) or introspection in production"
-                )
+    def _refuse_unsafe_settings(self) -> Settings:
+        problems = production_problems(self) if self.environment == "production" else []
         if self.sms_provider == "twilio" and not (
             self.twilio_account_sid and self.twilio_auth_token and self.twilio_from
         ):
-            raise ValueError(
+            problems.append(
                 "SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM"
             )
+        if problems:
+            raise SettingsRefused(problems, production=self.environment == "production")
         return self
+
+
+class SettingsRefused(ValueError):
+    """Every problem found in the settings, one per line (so an operator fixes them in one go)."""
+
+    def __init__(self, problems: list[str], *, production: bool) -> None:
+        self.problems = problems
+        heading = (
+            "ENVIRONMENT=production refuses these settings:"
+            if production
+            else "These settings are refused:"
+        )
+        super().__init__("\n".join([heading, *(f"- {problem}" for problem in problems)]))
+
+
+def refusal_message(error: Exception) -> str | None:
+    """The operator-facing text of a refused configuration, without pydantic's dump of every
+    input value (which holds secrets); None when `error` is not about the settings."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError) or error.title != Settings.__name__:
+        return None
+    lines: list[str] = []
+    for detail in error.errors():
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, SettingsRefused):
+            lines.append(str(cause))
+        else:
+            where = ".".join(str(part) for part in detail["loc"]).upper() or "settings"
+            lines.append(f"{where}: {detail['msg']}")
+    return "\n".join(lines)
+
+
+MIN_SECRET_LENGTH = 32
+STRIPE_JS_HOST = "js.stripe.com"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return True
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _public_https(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" and not _is_loopback(parts.hostname)
+
+
+def production_problems(s: Settings) -> list[str]:
+    """Everything production refuses in `s` (README, "Production settings"), one line each."""
+    problems: list[str] = []
+
+    def need(ok: bool, problem: str) -> None:
+        if not ok:
+            problems.append(problem)
+
+    need(bool(s.database_url), "DATABASE_URL must be set (not the embedded server)")
+    need(
+        _public_https(s.public_base_url),
+        "PUBLIC_BASE_URL must be https on the public host (payment links use it)",
+    )
+    need(_public_https(s.oidc_issuer), "OIDC_ISSUER must be an https URL of your identity provider")
+    need(bool(s.oidc_audience), "OIDC_AUDIENCE must be set explicitly to the API's audience")
+    need(
+        s.oidc_audience != s.oidc_client_id,
+        "OIDC_AUDIENCE must differ from OIDC_CLIENT_ID (else ID tokens pass as access tokens)",
+    )
+    for name, value, development_value in (
+        ("OIDC_CLIENT_SECRET", s.oidc_client_secret, DEV_OIDC_CLIENT_SECRET),
+        ("CHECKOUT_COOKIE_SECRET", s.checkout_cookie_secret, DEV_CHECKOUT_COOKIE_SECRET),
+        ("STRIPE_WEBHOOK_SECRET", s.stripe_webhook_secret, DEV_STRIPE_WEBHOOK_SECRET),
+    ):
+        need(value != development_value, f"{name} is the development default; set a secret")
+        need(
+            value == development_value or len(value) >= MIN_SECRET_LENGTH,
+            f"{name} is {len(value)} characters; use at least {MIN_SECRET_LENGTH}",
+        )
+    need(
+        s.checkout_cookie_secure,
+        "CHECKOUT_COOKIE_SECURE must be true (the checkout cookie only over HTTPS)",
+    )
+    need(
+        s.stripe_api_base is None or _public_https(s.stripe_api_base),
+        "STRIPE_API_BASE must be unset (Stripe itself) or an https URL that is not loopback",
+    )
+    need(
+        s.stripe_api_key.startswith(("sk_live_", "rk_live_")),
+        "STRIPE_API_KEY must be a live key (sk_live_... or rk_live_...), not a test key",
+    )
+    need(
+        s.stripe_publishable_key.startswith("pk_live_"),
+        "STRIPE_PUBLISHABLE_KEY must be a live key (pk_live_...), not a test key",
+    )
+    js = urlsplit(s.stripe_js_url)
+    need(
+        js.scheme == "https" and js.hostname == STRIPE_JS_HOST,
+        f"STRIPE_JS_URL must load Stripe.js from https://{STRIPE_JS_HOST}/v3/",
+    )
+    need(
+        s.stripe_checkout_ui == "payment_element",
+        "STRIPE_CHECKOUT_UI must be payment_element (card_element is for the local stand-in)",
+    )
+    need(
+        s.phi_encryption_keys != DEV_PHI_KEYS,
+        "PHI_ENCRYPTION_KEYS is the development key; set keys from your key store",
+    )
+    need(
+        s.phi_hash_key != DEV_PHI_HASH_KEY,
+        "PHI_HASH_KEY is the development key; set a key from your key store",
+    )
+    need(
+        s.smtp_starttls or _is_loopback(s.smtp_host),
+        "SMTP_STARTTLS must be on for a remote SMTP_HOST",
+    )
+    need(
+        s.sms_provider != "log",
+        "SMS_PROVIDER must name a real provider (log writes messages to a local file)",
+    )
+    need(
+        s.oidc_opaque_tokens != "userinfo",
+        "OIDC_OPAQUE_TOKENS=userinfo takes tokens issued to any application of the tenant;"
+        " use JWT access tokens (off) or introspection",
+    )
+    return problems
 
 
 @lru_cache

@@ -49,6 +49,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # Errors and logs show SQL without its parameters, which can be patients' details.
+        hide_parameters=True,
         connect_args={"application_name": "portal"},
     )
 

@@ -6,6 +6,7 @@ them, FastAPI's validation errors and Starlette's HTTP errors the same way.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -13,6 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.logs import redact_path
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "/problems/"
@@ -198,7 +203,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the server log (uvicorn prints it); the client gets no internals.
+    # The client gets no internals. The log gets the type, route and request id, never the
+    # exception's text: a validation error's text repeats the input, PHI included. (uvicorn logs
+    # the traceback after this, through the redacting filter of app/logs.py.)
+    request_id = getattr(request.state, "request_id", None) or "-"
+    logger.error(
+        "unhandled %s in %s %s (request %s)",
+        type(exc).__name__,
+        request.method,
+        redact_path(request.url.path),
+        request_id,
+    )
     return problem(
         500,
         "internal-error",

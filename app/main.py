@@ -16,6 +16,7 @@ from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
+from app.logs import install_on_every_handler
 from app.orders.routes import router as orders_router
 from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
@@ -160,6 +161,8 @@ def _public_router() -> APIRouter:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    # However this process was started (portal serve, uvicorn, a test), its log handlers redact.
+    install_on_every_handler()
     app = FastAPI(
         title="Medical ordering portal",
         version="0.1.0",

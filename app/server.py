@@ -18,6 +18,8 @@ from types import FrameType
 
 import uvicorn
 
+from app.logs import uvicorn_log_config
+
 
 def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -29,10 +31,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_one(host: str, port: int, *, access_log: bool) -> None:
-    """One worker process: the API on its own SO_REUSEPORT socket, until SIGTERM or SIGINT."""
+def serve_one(host: str, port: int, *, access_log: bool, app: str = "app.main:create_app") -> None:
+    """One worker process: the API (`app`, an application factory) on its own SO_REUSEPORT
+    socket, until SIGTERM or SIGINT."""
     config = uvicorn.Config(
-        "app.main:create_app", factory=True, access_log=access_log, log_level="info"
+        app,
+        factory=True,
+        access_log=access_log,
+        log_level="info",
+        log_config=uvicorn_log_config(),  # every handler redacts PHI (app/logs.py)
     )
     server = uvicorn.Server(config)
     server.run(sockets=[listening_socket(host, port)])

@@ -28,6 +28,7 @@ from app.notifications.sms import (
 )
 from app.notifications.templates import order_reference
 from app.outbox.service import PermanentFailure
+from tests.fixtures.settings import production_settings
 from tests.notifications.conftest import deliver, outbox_row, settings_env
 
 ORDER_ID = uuid.UUID("5ad1e5ee-1d2a-4b5c-8d7e-0a1b2c3d4e5f")
@@ -87,22 +88,9 @@ def test_settings_choose_the_provider(tmp_path: Path) -> None:
 
 
 def test_production_refuses_the_log_provider_and_plaintext_remote_smtp() -> None:
-    production: dict[str, Any] = {
-        "environment": "production",
-        "database_url": "postgresql://db/portal",
-        "oidc_client_secret": "s",
-        "stripe_webhook_secret": "whsec_x",
-        "checkout_cookie_secret": "c" * 32,
-        "phi_encryption_keys": "k1:" + base64.b64encode(b"k" * 32).decode(),
-        "phi_active_key_id": "k1",
-        "phi_hash_key": base64.b64encode(b"h" * 32).decode(),
-        "sms_provider": "twilio",
-        "twilio_account_sid": SID,
-        "twilio_auth_token": TOKEN,
-        "twilio_from": NUMBER,
-        "smtp_host": "email-smtp.us-east-1.amazonaws.com",
-        "smtp_starttls": True,
-    }
+    production = production_settings(
+        sms_provider="twilio", twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_from=NUMBER
+    )
     Settings(**production)
     with pytest.raises(ValidationError, match="SMS_PROVIDER"):
         Settings(**{**production, "sms_provider": "log"})
