@@ -373,7 +373,11 @@ def record_refund_sent(
     )
     if refund is not None:
         record_refund(session, worker, payment, refund)
-        settle_refunds(session, worker, payment, order)
+    # The portal's refund names no amount, so Stripe refunds whatever remained: once it is
+    # accepted (or Stripe says nothing remained), the payment is refunded in full, even when
+    # an earlier partial refund made at Stripe is known here only by the charge's total.
+    if refund is None or refund.get("status") in COUNTED_REFUNDS:
+        settle_refunds(session, worker, payment, order, at_least=payment.amount_cents)
 
 
 def _apply_intent_event(
