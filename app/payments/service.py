@@ -222,6 +222,7 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
             return "ignored: unknown charge"
         if payment.disputed:
             return "dispute already recorded"
+        _locked_order(session, payment)  # serialised with a fulfilment of the order
         payment.disputed = True
         payment.updated_at = utcnow()
         reason = obj.get("reason")
