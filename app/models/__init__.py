@@ -10,6 +10,7 @@ from app.models.order_item import OrderItem
 from app.models.outbox_message import OutboxMessage
 from app.models.patient import Patient
 from app.models.payment import Payment
+from app.models.payment_refund import PaymentRefund
 from app.models.product import Product
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
@@ -26,6 +27,7 @@ __all__ = [
     "OutboxMessage",
     "Patient",
     "Payment",
+    "PaymentRefund",
     "Product",
     "StockMovement",
     "StripeEvent",

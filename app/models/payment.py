@@ -30,5 +30,8 @@ class Payment(UUIDPrimaryKey, CreatedAt, Base):
     refunded_cents: Mapped[int] = mapped_column(server_default=text("0"))
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     disputed: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Refunded in full at Stripe after the order shipped: the order stays fulfilled (units cannot
+    # be un-shipped) and staff follow it up.
+    refunded_after_fulfilment: Mapped[bool] = mapped_column(server_default=text("false"))
     succeeded_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]

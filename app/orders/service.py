@@ -281,9 +281,43 @@ def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     return order
 
 
+class PaymentRefunded(Conflict):
+    slug = "payment-refunded"
+    title = "The order's payment was refunded"
+
+
+class PaymentDisputed(Conflict):
+    slug = "payment-disputed"
+    title = "The order's payment is disputed"
+
+
+def _ensure_payment_kept(session: Session, order: Order) -> None:
+    """Refuse to ship an order whose money is disputed or was given back in full.
+
+    Read without a lock: the webhook locks a payment before its order, so this order's lock
+    (held) orders us with any refund or dispute being applied.
+    """
+    succeeded = list(
+        session.scalars(
+            select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
+        )
+    )
+    if any(p.disputed for p in succeeded):
+        raise PaymentDisputed(
+            "the order's payment is disputed at Stripe; it cannot be shipped",
+            current_status=order.status,
+        )
+    if succeeded and all(p.refunded_cents >= p.amount_cents for p in succeeded):
+        raise PaymentRefunded(
+            "the order's payment was refunded in full; cancel the order instead of shipping it",
+            current_status=order.status,
+        )
+
+
 def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     order = get_visible_order(session, actor, order_id, for_update=True)
     state.ensure_can_become(order, "fulfilled")
+    _ensure_payment_kept(session, order)
     allocation.consume(session, actor, order.id, _item_ids(session, order.id))
     state.move_to(order, "fulfilled", utcnow())
     audit.record(

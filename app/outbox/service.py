@@ -46,7 +46,10 @@ class Claimed:
     attempts: int
 
 
-Handler = Callable[[Claimed], None]
+# What a handler may hand back after a successful call: work recorded in the transaction that
+# marks the message delivered (e.g. the audit row of a refund), so it happens exactly once.
+OnDelivered = Callable[[Session], None]
+Handler = Callable[[Claimed], OnDelivered | None]
 
 
 @dataclass
@@ -98,7 +101,12 @@ def claim_due(
 
 
 def record_outcome(
-    session: Session, message_id: uuid.UUID, error: str | None, *, permanent: bool = False
+    session: Session,
+    message_id: uuid.UUID,
+    error: str | None,
+    *,
+    permanent: bool = False,
+    on_delivered: OnDelivered | None = None,
 ) -> str:
     message = session.get(OutboxMessage, message_id, with_for_update=True)
     assert message is not None
@@ -110,6 +118,8 @@ def record_outcome(
     message.claimed_until = None
     if error is None:
         message.status, message.delivered_at, message.last_error = "delivered", now, None
+        if on_delivered is not None:
+            on_delivered(session)
     elif permanent or message.attempts >= MAX_ATTEMPTS:
         message.status, message.last_error = "dead", error[:2000]
     else:
@@ -125,15 +135,23 @@ def deliver_due(
     with sessions.begin() as session:
         claimed = claim_due(session, list(handlers), limit=limit)
     for message in claimed:
-        error, permanent = None, False
+        error, permanent, after = None, False, None
         try:
-            handlers[message.topic](message)
+            after = handlers[message.topic](message)
         except PermanentFailure as exc:
             error, permanent = f"{type(exc).__name__}: {exc}", True
         except Exception as exc:  # any failure of the call is retried later
             error = f"{type(exc).__name__}: {exc}"
-        with sessions.begin() as session:
-            status = record_outcome(session, message.id, error, permanent=permanent)
+        try:
+            with sessions.begin() as session:
+                status = record_outcome(
+                    session, message.id, error, permanent=permanent, on_delivered=after
+                )
+        except Exception as exc:
+            # Recording what the call did failed: retry it (receivers de-duplicate by key).
+            error = f"recording the delivery failed: {type(exc).__name__}: {exc}"
+            with sessions.begin() as session:
+                status = record_outcome(session, message.id, error)
         if status == "delivered":
             report.delivered += 1
         elif status == "dead":

@@ -4,6 +4,7 @@ by the outbox worker (never while an order row is locked)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import stripe
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Payment
 from app.outbox import service as outbox
-from app.outbox.service import Claimed, PermanentFailure
+from app.outbox.service import Claimed, OnDelivered, PermanentFailure
 from app.payments.stripe_gateway import stripe_client
 
 REFUND_TOPIC = "stripe.refund"
@@ -27,25 +28,47 @@ def enqueue_refund(session: Session, payment: Payment) -> None:
 
 
 def refund_paid_order(session: Session, order_id: uuid.UUID) -> int:
-    """Queue a refund of every succeeded payment of a cancelled order; returns how many."""
+    """Queue a refund of every succeeded payment of a cancelled order, except those Stripe has
+    already refunded in full (a refund made at Stripe); returns how many payments are refunded,
+    queued now or already."""
     payments = list(
         session.scalars(
             select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
         )
     )
     for payment in payments:
-        enqueue_refund(session, payment)
+        if payment.refunded_cents < payment.amount_cents:
+            enqueue_refund(session, payment)
     return len(payments)
 
 
-def deliver_refund(message: Claimed) -> None:
-    """Outbox handler: refund through Stripe; the idempotency key makes a repeat harmless."""
+def deliver_refund(message: Claimed) -> OnDelivered:
+    """Outbox handler: refund through Stripe; the idempotency key makes a repeat harmless.
+
+    Returns what the worker records with the delivery: the audit row and the refund itself.
+    """
+    payment_id = uuid.UUID(message.payload["payment_id"])
+    refund: dict[str, Any] | None
     try:
-        stripe_client().v1.refunds.create(
+        sent = stripe_client().v1.refunds.create(
             params={"payment_intent": message.payload["payment_intent_id"]},
             options={"idempotency_key": f"portal-{message.dedupe_key}"},
         )
+        refund = {
+            "id": sent.id,
+            "amount": sent.amount,
+            "currency": sent.currency,
+            "status": sent.status,
+        }
     except stripe.InvalidRequestError as exc:
-        if "already been refunded" in str(exc) or "already refunded" in str(exc):
-            return
-        raise PermanentFailure(str(exc)) from exc
+        if "already been refunded" not in str(exc) and "already refunded" not in str(exc):
+            raise PermanentFailure(str(exc)) from exc
+        refund = None
+
+    def record(session: Session) -> None:
+        # Imported here: the payments service imports the orders service, which imports this.
+        from app.payments.service import record_refund_sent
+
+        record_refund_sent(session, payment_id, refund)
+
+    return record

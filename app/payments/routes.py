@@ -60,13 +60,17 @@ def list_payments(
     actor: AdminActor,
     session: DbSession,
     order_id: Annotated[uuid.UUID | None, Query()] = None,
+    refunded_after_fulfilment: Annotated[bool | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[PaymentOut]:
-    """Every payment, newest first (admins)."""
+    """Every payment, newest first (admins). `refunded_after_fulfilment=true` lists those
+    refunded in full at Stripe after their order shipped, for follow-up."""
     query = select(Payment).order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
     if order_id:
         query = query.where(Payment.order_id == order_id)
+    if refunded_after_fulfilment is not None:
+        query = query.where(Payment.refunded_after_fulfilment == refunded_after_fulfilment)
     if cursor:
         created_at, payment_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(tuple_(Payment.created_at, Payment.id) < (created_at, payment_id))

@@ -30,6 +30,7 @@ class PaymentOut(BaseModel):
     currency: str
     failure_reason: str | None
     disputed: bool
+    refunded_after_fulfilment: bool
     created_at: datetime
     succeeded_at: datetime | None
 

@@ -26,6 +26,7 @@ from app.outbox.service import (
     PermanentFailure,
 )
 from app.payments.refunds import REFUND_TOPIC, deliver_refund
+from app.payments.service import record_refund_sent
 from tests.conftest import Auth
 from tests.fixtures.database import TestDatabase
 from tests.orders.factories import ORDERS, create_product, place_order, receive_lot
@@ -461,3 +462,137 @@ def test_a_late_outcome_from_a_lapsed_claim_does_not_overwrite_a_delivery(db: Se
     assert outbox.record_outcome(db, message.id, "boom", permanent=True) == "delivered"
     db.refresh(message)
     assert message.status == "delivered" and message.attempts == 1
+
+
+def test_a_refund_sent_by_the_worker_is_audited_and_recorded_at_once(
+    client: TestClient,
+    db: Session,
+    sessions: sessionmaker[Session],
+    admin: Headers,
+    auth: Auth,
+    localstripe: LocalStripe,
+) -> None:
+    doctor = auth("doctor", sub=f"doctor-refund-{uuid.uuid4().hex[:6]}")
+    patient: Json = create_patient(client, doctor)
+    product = create_product(client, admin, price_cents=1500)
+    receive_lot(client, admin, product["id"], 10)
+    order = place_order(client, doctor, patient["id"], (product["id"], 2))
+    response = client.post(
+        "/api/v1/payments/create-intent", json={"order_id": order["id"]}, headers=doctor
+    )
+    intent_id = response.json()["payment_intent_id"]
+    localstripe.pay_by_card(intent_id)
+    (event,) = localstripe.events(intent_id, "payment_intent.succeeded")
+    body, headers = signed(event)
+    assert client.post("/api/v1/payments/webhook", content=body, headers=headers).is_success
+    response = client.post(f"{ORDERS}/{order['id']}/cancel", headers=doctor)
+    assert response.status_code == 200, response.text
+
+    assert deliver_due(db, sessions, {REFUND_TOPIC: deliver_refund}).delivered == 1
+
+    (refund,) = localstripe.refunds(intent_id)
+    db.expire_all()
+    payment = db.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent_id))
+    assert payment is not None
+    # The portal shows the refund without waiting for Stripe's webhook.
+    assert payment.refunded_cents == 3000
+    worker = "system:outbox-worker"
+    (sent,) = audit_entries(db, order["id"], "payment.refund_sent")
+    assert (sent.actor_subject, sent.before) == (worker, {"refunded_cents": 0})
+    assert sent.after == {
+        "payment_intent_id": intent_id,
+        "refund_id": refund["id"],
+        "amount_cents": 3000,
+        "status": "succeeded",
+    }
+    (refunded,) = audit_entries(db, order["id"], "payment.refunded")
+    assert refunded.actor_subject == worker
+    assert (refunded.before, refunded.after["refunded_cents"]) == ({"refunded_cents": 0}, 3000)
+
+    # Stripe's own events for that refund, arriving later, change nothing and add no rows.
+    latest = localstripe.intent(intent_id)["latest_charge"]
+    charge = localstripe.get(f"/v1/charges/{latest['id'] if isinstance(latest, dict) else latest}")
+    for refund_event in (
+        stripe_event("refund.created", refund),
+        stripe_event("charge.refunded", charge),
+    ):
+        body, headers = signed(refund_event)
+        assert client.post("/api/v1/payments/webhook", content=body, headers=headers).is_success
+    assert len(audit_entries(db, order["id"], "payment.refunded")) == 1
+    assert len(audit_entries(db, order["id"], "payment.refund_recorded")) == 1
+    # Delivering again (a lapsed claim re-run) neither refunds nor audits twice.
+    assert deliver_due(db, sessions, {REFUND_TOPIC: deliver_refund}).delivered == 0
+    assert len(audit_entries(db, order["id"], "payment.refund_sent")) == 1
+
+
+def test_a_refund_after_a_partial_refund_at_stripe_records_the_payment_refunded_in_full(
+    client: TestClient, db: Session, admin: Headers, auth: Auth, localstripe: LocalStripe
+) -> None:
+    """Staff cancel an order partly refunded in the Dashboard: the worker refunds the rest.
+
+    Stripe answers the portal's refund (no amount) with a refund of what remained. localstripe
+    answers with the whole charge again, so Stripe's answer is recorded here directly.
+    """
+    doctor = auth("doctor", sub=f"doctor-refund-{uuid.uuid4().hex[:6]}")
+    patient: Json = create_patient(client, doctor)
+    product = create_product(client, admin, price_cents=2000)
+    receive_lot(client, admin, product["id"], 10)
+    order = place_order(client, doctor, patient["id"], (product["id"], 2))
+    response = client.post(
+        "/api/v1/payments/create-intent", json={"order_id": order["id"]}, headers=doctor
+    )
+    intent_id = response.json()["payment_intent_id"]
+    localstripe.pay_by_card(intent_id)
+    (event,) = localstripe.events(intent_id, "payment_intent.succeeded")
+    for delivery in (
+        event,
+        # Stripe's charge after a 1,000-cent refund in the Dashboard, without its refund list.
+        stripe_event(
+            "charge.refunded",
+            {"id": "ch_partial", "payment_intent": intent_id, "amount_refunded": 1000},
+        ),
+    ):
+        body, headers = signed(delivery)
+        assert client.post("/api/v1/payments/webhook", content=body, headers=headers).is_success
+    response = client.post(f"{ORDERS}/{order['id']}/cancel", headers=doctor)
+    assert response.status_code == 200, response.text
+    db.expire_all()
+    payment = db.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent_id))
+    assert payment is not None
+
+    rest = {"id": "re_rest", "amount": 3000, "currency": "usd", "status": "succeeded"}
+    record_refund_sent(db, payment.id, rest)
+    db.commit()
+
+    db.expire_all()
+    assert payment.refunded_cents == 4000
+    amounts = [
+        e.after["refunded_cents"] for e in audit_entries(db, order["id"], "payment.refunded")
+    ]
+    assert amounts == [1000, 4000]
+
+
+def test_a_delivery_whose_recording_fails_is_retried(
+    db: Session, sessions: sessionmaker[Session], topic: str
+) -> None:
+    key = enqueue(db, topic)
+    recorded: list[str] = []
+
+    def broken(session: Session) -> None:
+        raise RuntimeError("database went away")
+
+    def working(session: Session) -> None:
+        recorded.append("done")
+
+    calls = Recorder()
+    report = deliver_due(db, sessions, {topic: lambda m: (calls(m), broken)[1]})
+    assert (report.delivered, report.retried) == (0, 1)
+    row = message(db, key)
+    assert row.status == "pending"
+    assert row.last_error == "recording the delivery failed: RuntimeError: database went away"
+
+    make_due(db, key)
+    report = deliver_due(db, sessions, {topic: lambda m: (calls(m), working)[1]})
+    assert report.delivered == 1
+    assert (len(calls.calls), recorded) == (2, ["done"])
+    assert message(db, key).status == "delivered"

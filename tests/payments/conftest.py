@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from tests.orders.factories import create_product, place_order, receive_lot
 from tests.patients.factories import Headers, Json, create_patient
 from tests.payments.local_stripe import LocalStripe, app_pointed_at
+from tests.payments.test_intents import create_intent
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -37,3 +38,9 @@ def product(client: TestClient, admin: Headers) -> Json:
 def order(client: TestClient, doctor: Headers, patient: Json, product: Json) -> Json:
     """A pending order of doctor-main: 2 x 12.99 = 25.98 USD."""
     return place_order(client, doctor, patient["id"], (product["id"], 2))
+
+
+@pytest.fixture
+def intent_id(client: TestClient, doctor: Headers, order: Json) -> str:
+    """The order's PaymentIntent, created at the stand-in through the API."""
+    return str(create_intent(client, doctor, order["id"])["payment_intent_id"])

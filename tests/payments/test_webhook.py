@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -83,11 +82,6 @@ def stored_event(db: Session, event_id: str) -> StripeEvent | None:
 def count(db: Session, model: Any) -> int:
     db.expire_all()
     return db.scalar(select(func.count()).select_from(model)) or 0
-
-
-@pytest.fixture
-def intent_id(client: TestClient, doctor: Headers, order: Json) -> str:
-    return str(create_intent(client, doctor, order["id"])["payment_intent_id"])
 
 
 # --- Signatures ---------------------------------------------------------------------------
