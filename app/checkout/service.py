@@ -145,7 +145,9 @@ def read_cookie(value: str | None) -> CheckoutSession | None:
     if not value or value.count(".") != 3:
         return None
     body, _, signature = value.rpartition(".")
-    if not hmac.compare_digest(signature, _sign(body)):
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters (TypeError), and a
+    # cookie is whatever the client sends. Such a signature is simply a wrong one.
+    if not hmac.compare_digest(signature.encode(), _sign(body).encode()):
         return None
     link_id, verified, expires = body.split(".")
     try:

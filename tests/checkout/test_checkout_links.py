@@ -444,3 +444,28 @@ def test_the_original_link_of_a_paid_order_leads_to_its_status_not_to_a_new_link
     assert response.status_code == 200
     assert "Paid" in response.text
     assert "new payment link" not in response.text
+
+
+@pytest.mark.parametrize("signature_tail", ["é", "\u00ff" * 4, "\u2603"])
+def test_a_cookie_whose_signature_is_not_ascii_is_treated_as_unknown_not_a_500(
+    https: TestClient, order: Json, patient: Json, product: Json, signature_tail: str
+) -> None:
+    """The signature is compared as bytes: a non-ASCII one is a forgery like any other."""
+    open_link(https, order["checkout_url"])
+    link_id, _flag, expires, signature = cookie_value(https).split(".")
+    forged = f"{link_id}.1.{expires}.{signature[: -len(signature_tail)]}{signature_tail}"
+    https.cookies.clear()
+    raw = {"cookie": f"{COOKIE_NAME}={forged}".encode()}
+    personal = personal_data(patient, product)
+
+    assert_problem_page(https.get("/pay", headers=raw), 404, "Link not found", personal=personal)
+    page = https.post(
+        "/pay/verify", data={"date_of_birth": DATE_OF_BIRTH}, headers=raw, follow_redirects=False
+    )
+    assert_problem_page(page, 404, "Link not found", personal=personal)
+    assert_problem_page(
+        https.get("/orders/status", headers=raw), 404, "Link not found", personal=personal
+    )
+    refused = https.post(CREATE_INTENT, json={}, headers=raw)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
