@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -469,3 +470,30 @@ def test_a_cookie_whose_signature_is_not_ascii_is_treated_as_unknown_not_a_500(
     refused = https.post(CREATE_INTENT, json={}, headers=raw)
     assert refused.status_code == 401, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_date_of_birth_form_is_413_and_costs_no_attempt(
+    https: TestClient, order: Json, db: Session, chunked: bool
+) -> None:
+    open_link(https, order["checkout_url"])
+    limit = get_settings().max_page_body_bytes
+    body = f"date_of_birth={DATE_OF_BIRTH}&padding={'x' * limit}".encode()
+
+    def in_chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1024):
+            yield body[start : start + 1024]
+
+    refused = https.post(
+        "/pay/verify",
+        content=in_chunks() if chunked else body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+
+    html = assert_private_page(refused, 413)
+    assert "<h1>Form too large</h1>" in html
+    assert link_row(db, token_of(order["checkout_url"])).failed_attempts == 0
+    assert audit_entries(db, order["id"], "checkout_link.verified") == []
+    # The patient goes back and sends the ordinary form.
+    verified(https, order["checkout_url"])
