@@ -140,6 +140,8 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         .order_by(Product.name)
     ).all()
     settings = get_settings()
+    client = request.client.host if request.client else None
+    service.record_details_viewed(session, link, order, client)
     return _page(
         request,
         "pay.html",

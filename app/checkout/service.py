@@ -164,6 +164,15 @@ def system_actor(link: CheckoutLink, client_address: str | None) -> Actor:
     )
 
 
+def record_details_viewed(
+    session: Session, link: CheckoutLink, order: Order, client_address: str | None
+) -> None:
+    """The payment page decrypted the patient's details and the order's items: PHI reads."""
+    actor = system_actor(link, client_address)
+    audit.record(session, actor, "order.read", "order", order.id)
+    audit.record(session, actor, "patient.read", "patient", order.patient_id)
+
+
 def check_date_of_birth(
     session: Session, link: CheckoutLink, answer: date, client_address: str | None
 ) -> bool:

@@ -348,7 +348,21 @@ def list_orders(
     if cursor:
         created_at, order_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(tuple_(Order.created_at, Order.id) < (created_at, order_id))
-    return list(session.scalars(query))
+    orders = list(session.scalars(query))
+    # A list shows whose orders exist and what they cost: one audit row per read, naming them.
+    audit.record(
+        session,
+        actor,
+        "order.listed",
+        "order",
+        "list",
+        after={
+            "order_ids": [o.id for o in orders],
+            "status": status,
+            "patient_id": patient_id,
+        },
+    )
+    return orders
 
 
 def order_view(
@@ -374,7 +388,8 @@ def order_view(
     note = (
         phi.decrypt(order.note_encrypted, note_context(order.id)) if order.note_encrypted else None
     )
-    if audit_read and note is not None:
+    if audit_read:
+        # The items are the patient's medications: every read is a PHI read, note or not.
         audit.record(session, actor, "order.read", "order", order.id)
     return _view(order, [(item, sku, name) for item, sku, name in rows], reservations, note)
 

@@ -497,3 +497,29 @@ def test_an_oversized_date_of_birth_form_is_413_and_costs_no_attempt(
     assert audit_entries(db, order["id"], "checkout_link.verified") == []
     # The patient goes back and sends the ordinary form.
     verified(https, order["checkout_url"])
+
+
+def test_each_view_of_the_decrypted_payment_page_is_audited_as_a_read_by_the_link(
+    https: TestClient, order: Json, patient: Json, db: Session
+) -> None:
+    """The form before the check shows nothing personal and reads nothing; every view after it
+    decrypts the patient's details and items, and leaves one read row per entity."""
+    open_link(https, order["checkout_url"])
+    assert "<h1>Confirm it is you</h1>" in assert_private_page(https.get("/pay"), 200)
+    assert audit_entries(db, order["id"], "order.read") == []
+    assert audit_entries(db, patient["id"], "patient.read") == []
+
+    answer = submit_date_of_birth(https, DATE_OF_BIRTH)
+    assert answer.status_code == 303
+    for _ in range(2):
+        assert patient["name"] in assert_private_page(https.get("/pay"), 200)
+
+    link = link_row(db, token_of(order["checkout_url"]))
+    order_reads = audit_entries(db, order["id"], "order.read")
+    patient_reads = audit_entries(db, patient["id"], "patient.read")
+    assert len(order_reads) == len(patient_reads) == 2
+    for row in [*order_reads, *patient_reads]:
+        assert row.actor_subject == f"checkout-link:{link.id}"
+        assert row.actor_role == "system"
+        assert patient["email"] not in str([row.before, row.after])
+    assert [r.entity_type for r in patient_reads] == ["patient", "patient"]

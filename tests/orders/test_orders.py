@@ -26,7 +26,7 @@ from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory import service as inventory
 from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive
-from app.models import Lot, Order, User
+from app.models import AuditEntry, Lot, Order, User
 from app.models.base import utcnow
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
@@ -460,10 +460,11 @@ def test_an_edit_counts_the_orders_own_reservation_and_an_edit_that_would_be_sho
 
         body = assert_problem(response, 409, "/problems/insufficient-stock")
         assert body["available"] in (5, 1)
-        assert get_order(client, doctor, order["id"]) == kept
+        assert order_row_counts(db) == before
         assert lot_counters(db, lot["id"]) == (5, 5)
         assert lot_counters(db, other_lot["id"]) == (1, 0)
-        assert order_row_counts(db) == before
+        assert get_order(client, doctor, order["id"]) == kept
+        before = order_row_counts(db)  # the read wrote its audit row
     assert_ledger_consistent(db)
 
 
@@ -833,6 +834,88 @@ def test_order_note_is_encrypted_at_rest_and_redacted_in_the_audit_log(
     assert get_order(client, doctor, order["id"])["note"] == note
     (read,) = audit_entries(db, order["id"], "order.read")
     assert read.actor_subject == "doctor-main"
+
+
+def test_reading_an_order_writes_one_order_read_row_naming_it_even_without_a_note(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    """An order's items are a patient's medications: every read of one is a PHI read."""
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    assert order["note"] is None
+    assert audit_entries(db, order["id"], "order.read") == []
+
+    get_order(client, doctor, order["id"])
+    get_order(client, admin, order["id"])
+
+    reads = audit_entries(db, order["id"], "order.read")
+    assert [(r.actor_subject, r.entity_type, r.entity_id) for r in reads] == [
+        ("doctor-main", "order", order["id"]),
+        ("admin-main", "order", order["id"]),
+    ]
+    assert all(r.request_id for r in reads)
+
+
+def test_a_refused_order_read_is_not_audited_as_a_read(
+    client: TestClient, db: Session, admin: Headers, auth: Auth, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(
+        client, auth("doctor", sub="doctor-main"), patient["id"], (product["id"], 1)
+    )
+    stranger = auth("doctor", sub="doctor-stranger")
+
+    assert client.get(f"{ORDERS}/{order['id']}", headers=stranger).status_code == 404
+
+    assert audit_entries(db, order["id"], "order.read") == []
+
+
+def order_list_reads(db: Session) -> list[Any]:
+    db.expire_all()
+    return list(
+        db.scalars(
+            select(AuditEntry).where(AuditEntry.action == "order.listed").order_by(AuditEntry.id)
+        )
+    )
+
+
+def test_each_order_list_read_writes_one_audit_row_naming_the_ids_returned(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, auth: Auth, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 50)
+    mine = create_patient(client, doctor)
+    second_doctor = auth("doctor", sub="doctor-second")
+    theirs = create_patient(client, second_doctor)
+    first = place_order(client, doctor, mine["id"], (product["id"], 1))
+    second = place_order(client, doctor, mine["id"], (product["id"], 1))
+    foreign = place_order(client, second_doctor, theirs["id"], (product["id"], 1))
+    assert order_list_reads(db) == []
+
+    page = client.get(ORDERS, params={"limit": 1}, headers=doctor).json()
+    rest = client.get(
+        ORDERS, params={"limit": 1, "cursor": page["next_cursor"]}, headers=doctor
+    ).json()
+    everything = client.get(ORDERS, params={"status": "pending"}, headers=admin).json()
+    nothing = client.get(ORDERS, params={"status": "paid"}, headers=doctor).json()
+
+    rows = order_list_reads(db)
+    assert [(r.actor_subject, r.entity_type) for r in rows] == [
+        ("doctor-main", "order"),
+        ("doctor-main", "order"),
+        ("admin-main", "order"),
+        ("doctor-main", "order"),
+    ]
+    listed = [r.after["order_ids"] for r in rows if r.after is not None]
+    assert listed == [
+        [o["id"] for o in page["items"]],
+        [o["id"] for o in rest["items"]],
+        [o["id"] for o in everything["items"]],
+        [],
+    ]
+    assert listed[0] + listed[1] == [second["id"], first["id"]]  # newest first, own orders only
+    assert set(listed[2]) >= {first["id"], second["id"], foreign["id"]}
+    assert nothing["items"] == []
+    assert rows[2].after is not None and rows[2].after["status"] == "pending"
 
 
 # -- listing ---------------------------------------------------------------------------------------
