@@ -20,6 +20,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
+from app.models.order import CancellationReason
 from app.notifications import flows
 from app.orders import state
 from app.orders.schemas import (
@@ -36,6 +37,11 @@ from app.payments import refunds
 
 def note_context(order_id: uuid.UUID) -> str:
     return f"orders.note.{order_id}"
+
+
+def cancellation_note_context(order_id: uuid.UUID) -> str:
+    # Migration 0010 seals notes moved from the old free-text reasons with this same context.
+    return f"orders.cancellation_note.{order_id}"
 
 
 def visible_orders(actor: Actor) -> Select[Order]:
@@ -237,16 +243,34 @@ def edit_items(
 
 
 def cancel_order(
-    session: Session, actor: Actor, order_id: uuid.UUID, reason: str | None = None
+    session: Session,
+    actor: Actor,
+    order_id: uuid.UUID,
+    reason: CancellationReason = CancellationReason.OTHER,
+    note: str | None = None,
 ) -> Order:
+    """Cancel a pending or paid order: stock released, a paid one refunded through the outbox.
+
+    `reason` is kept in clear and audited; `note` (free text, may hold health details) is
+    stored encrypted and never audited.
+    """
     order = get_visible_order(session, actor, order_id, for_update=True)
-    return _cancel(session, actor, order, reason or "cancelled by staff")
+    return _cancel(session, actor, order, reason, note)
 
 
-def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
+def _cancel(
+    session: Session,
+    actor: Actor,
+    order: Order,
+    reason: CancellationReason,
+    note: str | None = None,
+) -> Order:
     before = order.status
     state.move_to(order, "cancelled", utcnow())
-    order.cancellation_reason = reason
+    order.cancellation_code = reason.value
+    order.cancellation_note_encrypted = (
+        phi.encrypt(note, cancellation_note_context(order.id)) if note else None
+    )
     refunded = before == "paid" and refunds.refund_paid_order(session, order.id) > 0
     allocation.release(session, actor, order.id, _item_ids(session, order.id))
     status_link = checkout.issue_link(session, actor, order, email=False)
@@ -260,7 +284,8 @@ def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
         "order",
         order.id,
         before={"status": before},
-        after={"status": "cancelled", "reason": reason},
+        after={"status": "cancelled", "reason": reason.value, "note": note},
+        redact={"note"},
     )
     return order
 
@@ -327,7 +352,7 @@ def expire_unpaid_orders(
             ),
         )
     for order in orders:
-        _cancel(session, actor, order, "payment window expired")
+        _cancel(session, actor, order, CancellationReason.PAYMENT_EXPIRED)
     return len(orders)
 
 
@@ -388,10 +413,16 @@ def order_view(
     note = (
         phi.decrypt(order.note_encrypted, note_context(order.id)) if order.note_encrypted else None
     )
+    cancellation_note = (
+        phi.decrypt(order.cancellation_note_encrypted, cancellation_note_context(order.id))
+        if order.cancellation_note_encrypted
+        else None
+    )
     if audit_read:
         # The items are the patient's medications: every read is a PHI read, note or not.
         audit.record(session, actor, "order.read", "order", order.id)
-    return _view(order, [(item, sku, name) for item, sku, name in rows], reservations, note)
+    lines = [(item, sku, name) for item, sku, name in rows]
+    return _view(order, lines, reservations, note, cancellation_note)
 
 
 def _view(
@@ -399,6 +430,7 @@ def _view(
     lines: list[tuple[OrderItem, str, str]],
     reservations: list[allocation.Reservation],
     note: str | None,
+    cancellation_note: str | None = None,
 ) -> OrderOut:
     """The order as the API shows it: items by SKU, each with the lots it was reserved from
     (soonest expiry first)."""
@@ -437,5 +469,8 @@ def _view(
         paid_at=order.paid_at,
         fulfilled_at=order.fulfilled_at,
         cancelled_at=order.cancelled_at,
-        cancellation_reason=order.cancellation_reason,
+        cancellation_reason=(
+            CancellationReason(order.cancellation_code) if order.cancellation_code else None
+        ),
+        cancellation_note=cancellation_note,
     )

@@ -513,14 +513,15 @@ def test_cancelling_a_pending_order_releases_its_reserved_stock(
     order = place_order(client, doctor, patient["id"], (product["id"], 6))
 
     response = client.post(
-        f"{ORDERS}/{order['id']}/cancel", json={"reason": "patient changed mind"}, headers=doctor
+        f"{ORDERS}/{order['id']}/cancel", json={"reason": "patient_request"}, headers=doctor
     )
 
     assert response.status_code == 200, response.text
     cancelled = response.json()
     assert cancelled["status"] == "cancelled"
     assert cancelled["cancelled_at"] is not None
-    assert cancelled["cancellation_reason"] == "patient changed mind"
+    assert cancelled["cancellation_reason"] == "patient_request"
+    assert cancelled["cancellation_note"] is None
     assert lot_counters(db, first["id"]) == (4, 0)
     assert lot_counters(db, second["id"]) == (10, 0)
     releases = [m for m in movements(db, order_id=order["id"]) if m.reason == "release"]
@@ -533,7 +534,7 @@ def test_cancelling_a_pending_order_releases_its_reserved_stock(
     assert_ledger_consistent(db)
 
 
-def test_cancelling_without_a_reason_records_a_default_one(
+def test_cancelling_without_a_reason_records_the_code_other(
     client: TestClient, admin: Headers, doctor: Headers, patient: Json, product: Json
 ) -> None:
     receive_lot(client, admin, product["id"], 5)
@@ -542,7 +543,82 @@ def test_cancelling_without_a_reason_records_a_default_one(
     cancelled = client.post(f"{ORDERS}/{order['id']}/cancel", headers=doctor).json()
 
     assert cancelled["status"] == "cancelled"
-    assert cancelled["cancellation_reason"]
+    assert cancelled["cancellation_reason"] == "other"
+    assert cancelled["cancellation_note"] is None
+
+
+def raw_order_row(db: Session, order_id: str) -> dict[str, Any]:
+    row = db.execute(text("SELECT * FROM orders WHERE id = :id"), {"id": uuid.UUID(order_id)}).one()
+    return dict(row._mapping)
+
+
+def test_a_cancellation_keeps_its_code_in_clear_and_its_note_encrypted_never_in_the_audit_log(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    note = "Stopped after suspected pancreatitis; see chart"
+
+    response = client.post(
+        f"{ORDERS}/{order['id']}/cancel",
+        json={"reason": "prescriber_change", "note": note},
+        headers=doctor,
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["cancellation_reason"] == "prescriber_change"
+    assert response.json()["cancellation_note"] == note
+    row = raw_order_row(db, order["id"])
+    assert row["cancellation_code"] == "prescriber_change"
+    assert row["cancellation_note_encrypted"].startswith("enc1:")
+    assert "pancreatitis" not in json.dumps(row, default=str).lower()
+    assert (
+        phi.decrypt(
+            row["cancellation_note_encrypted"],
+            orders.cancellation_note_context(uuid.UUID(order["id"])),
+        )
+        == note
+    )
+    (entry,) = audit_entries(db, order["id"], "order.cancelled")
+    assert entry.after is not None and entry.after["reason"] == "prescriber_change"
+    assert entry.after["note"] == "[redacted]"
+    every_row = [[e.before, e.after] for e in audit_entries(db, order["id"])]
+    assert "pancreatitis" not in json.dumps(every_row).lower()
+    read = get_order(client, admin, order["id"])
+    assert (read["cancellation_reason"], read["cancellation_note"]) == ("prescriber_change", note)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reason": "patient changed mind"},  # free text is a note, not a reason
+        {"reason": "payment_expired"},  # set by the system, not by staff
+        {"reason": "refunded_at_stripe"},
+        {"note": "no code"},
+        {"reason": "other", "note": ""},
+        {"reason": "other", "note": "x" * 1001},
+        {"reason": "other", "comment": "unknown field"},
+    ],
+)
+def test_a_cancellation_without_a_staff_reason_code_is_422_and_changes_nothing(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    patient: Json,
+    product: Json,
+    body: Json,
+) -> None:
+    lot = receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    before = order_row_counts(db)
+
+    response = client.post(f"{ORDERS}/{order['id']}/cancel", json=body, headers=doctor)
+
+    assert_problem(response, 422, "/problems/validation-error")
+    assert order_row_counts(db) == before
+    assert raw_order_row(db, order["id"])["status"] == "pending"
+    assert lot_counters(db, lot["id"]) == (5, 1)
 
 
 def test_cancelling_twice_is_409_and_releases_nothing_more(
@@ -767,9 +843,9 @@ def test_expiry_cancels_only_pending_orders_past_their_payment_window_and_releas
         cancelled["id"]: "cancelled",
         extended["id"]: "pending",
     }
-    assert get_order(client, doctor, overdue["id"])["cancellation_reason"] == (
-        "payment window expired"
-    )
+    expired_view = get_order(client, doctor, overdue["id"])
+    assert expired_view["cancellation_reason"] == "payment_expired"
+    assert expired_view["cancellation_note"] is None
     assert lot_counters(db, lot["id"]) == (20, 3 + 5)
     assert ("release", lot["id"], 0, -2) in movement_summary(db, overdue["id"])
     assert movement_summary(db, cancelled["id"]) == cancelled_ledger
@@ -912,7 +988,8 @@ def test_each_order_list_read_writes_one_audit_row_naming_the_ids_returned(
         [o["id"] for o in everything["items"]],
         [],
     ]
-    assert listed[0] + listed[1] == [second["id"], first["id"]]  # newest first, own orders only
+    # One order a page, both of the doctor's own (one transaction here: same created_at).
+    assert sorted(listed[0] + listed[1]) == sorted([first["id"], second["id"]])
     assert set(listed[2]) >= {first["id"], second["id"], foreign["id"]}
     assert nothing["items"] == []
     assert rows[2].after is not None and rows[2].after["status"] == "pending"

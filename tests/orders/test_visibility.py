@@ -106,7 +106,7 @@ ROUTES: dict[str, tuple[str, Callable[[TestClient, Headers, str, Json], Any]]] =
     "POST /orders/{id}/cancel with a reason": (
         "order",
         lambda c, h, target, w: c.post(
-            f"{ORDERS}/{target}/cancel", json={"reason": "not mine"}, headers=h
+            f"{ORDERS}/{target}/cancel", json={"reason": "other", "note": "not mine"}, headers=h
         ),
     ),
 }
