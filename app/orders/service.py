@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -354,6 +355,49 @@ def expire_unpaid_orders(
     for order in orders:
         _cancel(session, actor, order, CancellationReason.PAYMENT_EXPIRED)
     return len(orders)
+
+
+def rotate_order_notes(
+    session: Session, *, batch: int = 500, progress: Callable[[int], None] | None = None
+) -> int:
+    """Re-encrypt orders' notes (the order's and the cancellation's) not sealed by the active
+    key; returns the orders changed. Resumable, like `patients.service.rotate_keys`; the caller
+    commits."""
+    keys = phi.phi_keys()
+    columns: list[tuple[str, Callable[[uuid.UUID], str]]] = [
+        ("note_encrypted", note_context),
+        ("cancellation_note_encrypted", cancellation_note_context),
+    ]
+    changed = 0
+    last: uuid.UUID | None = None
+    while True:
+        query = (
+            select(Order)
+            .where(
+                Order.note_encrypted.is_not(None) | Order.cancellation_note_encrypted.is_not(None)
+            )
+            .order_by(Order.id)
+            .limit(batch)
+            .with_for_update()
+        )
+        if last is not None:
+            query = query.where(Order.id > last)
+        orders = list(session.scalars(query))
+        if not orders:
+            return changed
+        for order in orders:
+            touched = False
+            for column, context_of in columns:
+                value: str | None = getattr(order, column)
+                if value is not None and phi.key_id_of(value) != keys.active_key_id:
+                    context = context_of(order.id)
+                    setattr(order, column, phi.encrypt(phi.decrypt(value, context), context))
+                    touched = True
+            changed += touched
+        session.flush()
+        if progress:
+            progress(len(orders))
+        last = orders[-1].id
 
 
 def list_orders(

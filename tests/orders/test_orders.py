@@ -57,6 +57,7 @@ from tests.patients.factories import (
     assert_problem,
     audit_entries,
     create_patient,
+    second_phi_key,
     user_id,
 )
 
@@ -993,6 +994,38 @@ def test_each_order_list_read_writes_one_audit_row_naming_the_ids_returned(
     assert set(listed[2]) >= {first["id"], second["id"], foreign["id"]}
     assert nothing["items"] == []
     assert rows[2].after is not None and rows[2].after["status"] == "pending"
+
+
+def test_key_rotation_reencrypts_order_notes_and_cancellation_notes(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1), note="Take with food")
+    client.post(
+        f"{ORDERS}/{order['id']}/cancel",
+        json={"reason": "prescriber_change", "note": "Switched after a rash"},
+        headers=doctor,
+    )
+    plain_order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    order_id = uuid.UUID(order["id"])
+
+    with second_phi_key() as k2_material:
+        assert orders.rotate_order_notes(db, batch=1) == 1
+        db.commit()
+
+        row = raw_order_row(db, order["id"])
+        only_k2 = phi.PhiKeys.parse(f"k2:{k2_material}", "k2", get_settings().phi_hash_key)
+        assert phi.decrypt(row["note_encrypted"], orders.note_context(order_id), only_k2) == (
+            "Take with food"
+        )
+        assert phi.decrypt(
+            row["cancellation_note_encrypted"], orders.cancellation_note_context(order_id), only_k2
+        ) == ("Switched after a rash")
+        assert raw_order_row(db, plain_order["id"])["note_encrypted"] is None
+        assert orders.rotate_order_notes(db) == 0
+        assert get_order(client, admin, order["id"])["cancellation_note"] == (
+            "Switched after a rash"
+        )
 
 
 # -- listing ---------------------------------------------------------------------------------------

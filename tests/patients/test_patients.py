@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -18,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app import phi
-from app.config import DEV_PHI_KEYS, get_settings
+from app.config import get_settings
 from app.models import Patient
 from app.models.patient import PHI_FIELDS
 from app.patients.service import phi_context, rotate_keys
@@ -31,6 +29,7 @@ from tests.patients.factories import (
     create_patient,
     patient_and_audit_counts,
     patient_body,
+    second_phi_key,
     user_id,
 )
 
@@ -350,24 +349,6 @@ def test_a_tampered_ciphertext_does_not_decrypt(
 
 
 # -- key rotation ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def second_phi_key() -> Iterator[str]:
-    """Configure a new active key `k2` next to the development key; restore afterwards."""
-    material = base64.b64encode(os.urandom(32)).decode()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PHI_ENCRYPTION_KEYS", f"{DEV_PHI_KEYS},k2:{material}")
-        patch.setenv("PHI_ACTIVE_KEY_ID", "k2")
-        get_settings.cache_clear()
-        phi.phi_keys.cache_clear()
-        try:
-            yield material
-        finally:
-            get_settings.cache_clear()
-            phi.phi_keys.cache_clear()
-    get_settings.cache_clear()
-    phi.phi_keys.cache_clear()
 
 
 def encrypted_columns(db: Session) -> dict[uuid.UUID, dict[str, str]]:
