@@ -289,6 +289,7 @@ def keys_rotate() -> None:
     from app.audit import service as audit
     from app.db import make_engine
     from app.models import Patient
+    from app.orders.service import rotate_order_notes
     from app.patients.service import rotate_keys
 
     engine = make_engine(_urls().app, pool_size=1)
@@ -297,6 +298,7 @@ def keys_rotate() -> None:
         with _progress() as progress:
             task = progress.add_task("re-encrypting", total=total)
             changed = rotate_keys(session, progress=lambda n: progress.advance(task, n))
+        orders_changed = rotate_order_notes(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -305,11 +307,15 @@ def keys_rotate() -> None:
             "*",
             after={
                 "patients_reencrypted": changed,
+                "orders_reencrypted": orders_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
     engine.dispose()
-    console.print(f"{changed} of {total} patients re-encrypted with the active key")
+    console.print(
+        f"{changed} of {total} patients and {orders_changed} orders' notes re-encrypted"
+        " with the active key"
+    )
 
 
 @orders_cli.command("expire")

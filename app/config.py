@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 1_048_576
+    # Largest body outside /api/v1: the patient pages post one small form (date of birth).
+    max_page_body_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
 
     oidc_issuer: str = "http://127.0.0.1:9400"
     oidc_client_id: str = "portal-dev"

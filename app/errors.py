@@ -89,6 +89,14 @@ class NotAuthenticated(PortalError):
         )
 
 
+class PhiInUrl(PortalError):
+    """Personal data sent in the URL, which access and proxy logs keep: refused, never used."""
+
+    status = 400
+    slug = "phi-in-url"
+    title = "Personal data does not belong in the URL"
+
+
 class Forbidden(PortalError):
     status = 403
     slug = "forbidden"

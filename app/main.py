@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.audit.routes import router as audit_router
 from app.cache import TtlCache
 from app.catalog.routes import router as catalog_router
+from app.checkout.routes import form_too_large_page, is_patient_page
 from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
@@ -31,15 +32,17 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class RequestGuard:
-    """Pure ASGI middleware: request ids, body size limit and JSON-only bodies on the API.
+    """Pure ASGI middleware: request ids, body size limits on every route (`MAX_BODY_BYTES` on
+    the API, `MAX_PAGE_BODY_BYTES` elsewhere) and JSON-only bodies on the API.
 
     It sits outside FastAPI so an oversized or mistyped body is refused before any handler,
     dependency or database work runs.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_page_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_page_body_bytes = max_page_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,24 +74,19 @@ class RequestGuard:
             )
             return
 
-        if scope["method"] in BODY_METHODS and path.startswith(API_PREFIX):
-            declared = headers.get("content-length")
-            if declared is not None and (
-                not declared.isdigit() or int(declared) > self.max_body_bytes
-            ):
-                await self._refuse(
-                    scope,
-                    send_with_id,
-                    413,
-                    "payload-too-large",
-                    "Payload too large",
-                    f"The body exceeds {self.max_body_bytes} bytes.",
-                )
-                return
-            has_body = declared not in (None, "0") or "transfer-encoding" in headers
+        api = path.startswith(API_PREFIX)
+        limit = self.max_body_bytes if api else self.max_page_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, send_with_id, limit)
+            return
+        has_body = declared not in (None, "0") or "transfer-encoding" in headers
+        if api:
             content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            if has_body and not (
-                content_type == "application/json" or content_type.endswith("+json")
+            if (
+                scope["method"] in BODY_METHODS
+                and has_body
+                and not (content_type == "application/json" or content_type.endswith("+json"))
             ):
                 await self._refuse(
                     scope,
@@ -100,6 +98,14 @@ class RequestGuard:
                 )
                 return
             receive = self._limited(receive)
+        elif has_body:
+            # Pages and meta routes take at most a small form: read it here, whole, so that a
+            # body too large is refused even where no handler would have read it.
+            body = await self._read_at_most(receive, limit)
+            if body is None:
+                await self._too_large(scope, send_with_id, limit)
+                return
+            receive = _replay(body, receive)
 
         await self.app(scope, receive, send_with_id)
 
@@ -117,6 +123,36 @@ class RequestGuard:
             return message
 
         return wrapped
+
+    @staticmethod
+    async def _read_at_most(receive: Receive, limit: int) -> bytes | None:
+        """The whole body, or None as soon as it passes `limit` bytes (or the client left)."""
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, scope: Scope, send: Send, limit: int) -> None:
+        if is_patient_page(scope["path"]):
+            await form_too_large_page(scope)(scope, _empty_receive, send)
+            return
+        await self._refuse(
+            scope,
+            send,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"The body exceeds {limit} bytes.",
+        )
 
     @staticmethod
     async def _refuse(
@@ -139,6 +175,20 @@ class BodyTooLarge(StarletteHTTPException):
 
 async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the application the body read ahead, then whatever the server says next."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _public_router() -> APIRouter:
@@ -197,5 +247,9 @@ def create_app() -> FastAPI:
     app.include_router(api)
     app.include_router(_public_router())
     app.include_router(checkout_pages)
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_page_body_bytes=settings.max_page_body_bytes,
+    )
     return app

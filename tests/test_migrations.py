@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -112,3 +113,80 @@ def test_audit_rows_chained_before_0005_stay_in_the_chain(empty_db: TestDatabase
     assert [(r.id, r.seq) for r in rows] == [(1, 1), (2, 2), (3, 3)]
     assert rows[2].prev_hash == prev_hash
     assert (result.ok, result.rows_checked) == (True, 3)
+
+
+# Free-text cancellation reasons as orders held them before 0010.
+OLD_REASONS = {
+    "expired": "payment window expired",
+    "staff": "cancelled by staff",
+    "free": "Patient reports severe nausea on the pen",
+}
+
+
+def test_0010_turns_free_text_cancellation_reasons_into_codes_and_encrypted_notes(
+    empty_db: TestDatabase,
+) -> None:
+    """Known system reasons become their codes; any other text becomes `other` with the text
+    kept as an encrypted note (bound to its row), and the clear-text column is gone."""
+    from app import phi
+    from app.orders.service import cancellation_note_context
+
+    config = alembic_config(empty_db.owner_url)
+    command.upgrade(config, "0006")
+    ids = {name: uuid.uuid4() for name in [*OLD_REASONS, "pending"]}
+    with psycopg.connect(empty_db.owner_url, autocommit=True) as conn:
+        patient_id = conn.execute(
+            "INSERT INTO patients (id, name_encrypted, email_encrypted, phone_encrypted,"
+            " date_of_birth_encrypted, email_hash) VALUES (gen_random_uuid(), 'n', 'e', 'p', 'd',"
+            " 'h') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        for name, order_id in ids.items():
+            conn.execute(
+                "INSERT INTO orders (id, patient_id, status, expires_at, cancelled_at,"
+                " cancellation_reason) VALUES (%s, %s, %s, now(), %s, %s)",
+                (
+                    order_id,
+                    patient_id,
+                    "pending" if name == "pending" else "cancelled",
+                    None if name == "pending" else datetime.now(UTC),
+                    OLD_REASONS.get(name),
+                ),
+            )
+
+    command.upgrade(config, "head")
+
+    with psycopg.connect(empty_db.owner_url, autocommit=True) as conn:
+        rows = {
+            r[0]: (r[1], r[2], r[3])
+            for r in conn.execute(
+                "SELECT id, cancellation_code, cancellation_note_encrypted,"
+                " row_to_json(orders)::text"
+                " FROM orders"
+            )
+        }
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'"
+            )
+        }
+    assert "cancellation_reason" not in columns
+    assert rows[ids["expired"]][:2] == ("payment_expired", None)
+    assert rows[ids["staff"]][:2] == ("other", None)
+    assert rows[ids["pending"]][:2] == (None, None)
+    code, note, whole_row = rows[ids["free"]]
+    assert code == "other"
+    assert note is not None and note.startswith("enc1:")
+    assert "nausea" not in whole_row.lower()
+    assert phi.decrypt(note, cancellation_note_context(ids["free"])) == OLD_REASONS["free"]
+
+    command.downgrade(config, "0006")
+
+    with psycopg.connect(empty_db.owner_url, autocommit=True) as conn:
+        restored = dict(conn.execute("SELECT id, cancellation_reason FROM orders").fetchall())
+    assert restored == {
+        ids["expired"]: "payment window expired",
+        ids["staff"]: "cancelled by staff",
+        ids["free"]: OLD_REASONS["free"],
+        ids["pending"]: None,
+    }

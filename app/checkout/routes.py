@@ -10,6 +10,7 @@ from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
+from starlette.types import Scope
 
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
@@ -39,6 +40,12 @@ PROBLEMS: dict[LinkState, tuple[int, str, str]] = {
     ),
 }
 CookieValue = Annotated[str | None, Cookie(alias=COOKIE_NAME)]
+# The patient's pages: refusals there are pages too, not problem documents.
+PAGE_PATHS = ("/pay", "/orders/status")
+
+
+def is_patient_page(path: str) -> bool:
+    return any(path == p or path.startswith(f"{p}/") for p in PAGE_PATHS)
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -47,6 +54,17 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
     )
     response.headers.update(PAGE_HEADERS)
     return response
+
+
+def form_too_large_page(scope: Scope) -> HTMLResponse:
+    """The page for a form body over MAX_PAGE_BODY_BYTES (sent by the request guard)."""
+    return _page(
+        Request(scope),
+        "form_too_large.html",
+        413,
+        title="Form too large",
+        message="What was sent is far larger than this form. Please go back and try again.",
+    )
 
 
 def _problem_page(request: Request, state: LinkState) -> HTMLResponse:
@@ -122,6 +140,8 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         .order_by(Product.name)
     ).all()
     settings = get_settings()
+    client = request.client.host if request.client else None
+    service.record_details_viewed(session, link, order, client)
     return _page(
         request,
         "pay.html",

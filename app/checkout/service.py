@@ -145,7 +145,9 @@ def read_cookie(value: str | None) -> CheckoutSession | None:
     if not value or value.count(".") != 3:
         return None
     body, _, signature = value.rpartition(".")
-    if not hmac.compare_digest(signature, _sign(body)):
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters (TypeError), and a
+    # cookie is whatever the client sends. Such a signature is simply a wrong one.
+    if not hmac.compare_digest(signature.encode(), _sign(body).encode()):
         return None
     link_id, verified, expires = body.split(".")
     try:
@@ -160,6 +162,15 @@ def system_actor(link: CheckoutLink, client_address: str | None) -> Actor:
     return Actor(
         subject=f"checkout-link:{link.id}", role=Role.SYSTEM, client_address=client_address
     )
+
+
+def record_details_viewed(
+    session: Session, link: CheckoutLink, order: Order, client_address: str | None
+) -> None:
+    """The payment page decrypted the patient's details and the order's items: PHI reads."""
+    actor = system_actor(link, client_address)
+    audit.record(session, actor, "order.read", "order", order.id)
+    audit.record(session, actor, "patient.read", "patient", order.patient_id)
 
 
 def check_date_of_birth(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,11 +12,37 @@ from app.models.base import Base, CreatedAt, UUIDPrimaryKey
 ORDER_STATUSES = ("pending", "paid", "fulfilled", "cancelled")
 
 
+class CancellationReason(StrEnum):
+    """Why an order was cancelled: a code, kept in clear. Details go in the encrypted note."""
+
+    # Chosen by staff.
+    PATIENT_REQUEST = "patient_request"
+    PRESCRIBER_CHANGE = "prescriber_change"
+    DUPLICATE_ORDER = "duplicate_order"
+    ENTERED_IN_ERROR = "entered_in_error"
+    OUT_OF_STOCK = "out_of_stock"
+    OTHER = "other"
+    # Set by the system.
+    PAYMENT_EXPIRED = "payment_expired"
+    REFUNDED_AT_STRIPE = "refunded_at_stripe"
+
+
+SYSTEM_CANCELLATION_REASONS = frozenset(
+    {CancellationReason.PAYMENT_EXPIRED, CancellationReason.REFUNDED_AT_STRIPE}
+)
+
+
 class Order(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'paid', 'fulfilled', 'cancelled')", name="status"),
         CheckConstraint("total_cents >= 0", name="total_not_negative"),
+        CheckConstraint(
+            "cancellation_code IN ("
+            + ", ".join(f"'{reason.value}'" for reason in CancellationReason)
+            + ")",
+            name="cancellation_code",
+        ),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
         Index("ix_orders_doctor_id_created_at", "doctor_id", "created_at"),
     )
@@ -31,5 +58,8 @@ class Order(UUIDPrimaryKey, CreatedAt, Base):
     paid_at: Mapped[datetime | None]
     fulfilled_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
-    cancellation_reason: Mapped[str | None] = mapped_column(String(200))
+    # A CancellationReason code; free text about the cancellation may hold health details, so
+    # it lives in the encrypted note (never in the audit log).
+    cancellation_code: Mapped[str | None] = mapped_column(String(32))
+    cancellation_note_encrypted: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None]

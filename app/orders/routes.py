@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, status
 
 from app.checkout import service as checkout
 from app.db import DbSession
+from app.models.order import CancellationReason
 from app.orders import service, state
 from app.orders.schemas import (
     CheckoutLinkOut,
@@ -72,8 +73,12 @@ def edit_order(
 def cancel_order(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession, data: OrderCancel | None = None
 ) -> OrderOut:
-    """Cancel a pending or paid order and release its stock."""
-    order = service.cancel_order(session, actor, order_id, data.reason if data else None)
+    """Cancel a pending or paid order and release its stock (a paid one is refunded).
+
+    `reason` is a code; details go in `note`, stored encrypted. Without a body: `other`.
+    """
+    reason = CancellationReason(data.reason) if data else CancellationReason.OTHER
+    order = service.cancel_order(session, actor, order_id, reason, data.note if data else None)
     return service.order_view(session, actor, order)
 
 

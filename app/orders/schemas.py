@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from app.models.order import CancellationReason
 from app.schemas import Quantity, StrictInput
 
 OrderStatus = Literal["pending", "paid", "fulfilled", "cancelled"]
@@ -27,8 +28,26 @@ class OrderEdit(StrictInput):
     items: list[OrderLine] = Field(min_length=1, max_length=50)
 
 
+# The codes staff may give; `payment_expired` and `refunded_at_stripe` are set by the system.
+StaffCancellationReason = Literal[
+    "patient_request",
+    "prescriber_change",
+    "duplicate_order",
+    "entered_in_error",
+    "out_of_stock",
+    "other",
+]
+
+
 class OrderCancel(StrictInput):
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    reason: StaffCancellationReason = Field(
+        description="Why, as a code (kept in clear and in the audit log)"
+    )
+    note: OrderNote | None = Field(
+        default=None,
+        description="Optional details; may hold health information, so stored encrypted and "
+        "never written to the audit log",
+    )
 
 
 class AllocationOut(BaseModel):
@@ -62,7 +81,8 @@ class OrderOut(BaseModel):
     paid_at: datetime | None
     fulfilled_at: datetime | None
     cancelled_at: datetime | None
-    cancellation_reason: str | None
+    cancellation_reason: CancellationReason | None
+    cancellation_note: str | None
 
 
 class OrderCreated(OrderOut):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
+from app.models.order import CancellationReason
 from app.notifications import flows
 from app.orders import state
 from app.orders.schemas import (
@@ -36,6 +38,11 @@ from app.payments import refunds
 
 def note_context(order_id: uuid.UUID) -> str:
     return f"orders.note.{order_id}"
+
+
+def cancellation_note_context(order_id: uuid.UUID) -> str:
+    # Migration 0010 seals notes moved from the old free-text reasons with this same context.
+    return f"orders.cancellation_note.{order_id}"
 
 
 def visible_orders(actor: Actor) -> Select[Order]:
@@ -237,16 +244,34 @@ def edit_items(
 
 
 def cancel_order(
-    session: Session, actor: Actor, order_id: uuid.UUID, reason: str | None = None
+    session: Session,
+    actor: Actor,
+    order_id: uuid.UUID,
+    reason: CancellationReason = CancellationReason.OTHER,
+    note: str | None = None,
 ) -> Order:
+    """Cancel a pending or paid order: stock released, a paid one refunded through the outbox.
+
+    `reason` is kept in clear and audited; `note` (free text, may hold health details) is
+    stored encrypted and never audited.
+    """
     order = get_visible_order(session, actor, order_id, for_update=True)
-    return _cancel(session, actor, order, reason or "cancelled by staff")
+    return _cancel(session, actor, order, reason, note)
 
 
-def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
+def _cancel(
+    session: Session,
+    actor: Actor,
+    order: Order,
+    reason: CancellationReason,
+    note: str | None = None,
+) -> Order:
     before = order.status
     state.move_to(order, "cancelled", utcnow())
-    order.cancellation_reason = reason
+    order.cancellation_code = reason.value
+    order.cancellation_note_encrypted = (
+        phi.encrypt(note, cancellation_note_context(order.id)) if note else None
+    )
     refunded = before == "paid" and refunds.refund_paid_order(session, order.id) > 0
     allocation.release(session, actor, order.id, _item_ids(session, order.id))
     status_link = checkout.issue_link(session, actor, order, email=False)
@@ -260,7 +285,8 @@ def _cancel(session: Session, actor: Actor, order: Order, reason: str) -> Order:
         "order",
         order.id,
         before={"status": before},
-        after={"status": "cancelled", "reason": reason},
+        after={"status": "cancelled", "reason": reason.value, "note": note},
+        redact={"note"},
     )
     return order
 
@@ -361,8 +387,51 @@ def expire_unpaid_orders(
             ),
         )
     for order in orders:
-        _cancel(session, actor, order, "payment window expired")
+        _cancel(session, actor, order, CancellationReason.PAYMENT_EXPIRED)
     return len(orders)
+
+
+def rotate_order_notes(
+    session: Session, *, batch: int = 500, progress: Callable[[int], None] | None = None
+) -> int:
+    """Re-encrypt orders' notes (the order's and the cancellation's) not sealed by the active
+    key; returns the orders changed. Resumable, like `patients.service.rotate_keys`; the caller
+    commits."""
+    keys = phi.phi_keys()
+    columns: list[tuple[str, Callable[[uuid.UUID], str]]] = [
+        ("note_encrypted", note_context),
+        ("cancellation_note_encrypted", cancellation_note_context),
+    ]
+    changed = 0
+    last: uuid.UUID | None = None
+    while True:
+        query = (
+            select(Order)
+            .where(
+                Order.note_encrypted.is_not(None) | Order.cancellation_note_encrypted.is_not(None)
+            )
+            .order_by(Order.id)
+            .limit(batch)
+            .with_for_update()
+        )
+        if last is not None:
+            query = query.where(Order.id > last)
+        orders = list(session.scalars(query))
+        if not orders:
+            return changed
+        for order in orders:
+            touched = False
+            for column, context_of in columns:
+                value: str | None = getattr(order, column)
+                if value is not None and phi.key_id_of(value) != keys.active_key_id:
+                    context = context_of(order.id)
+                    setattr(order, column, phi.encrypt(phi.decrypt(value, context), context))
+                    touched = True
+            changed += touched
+        session.flush()
+        if progress:
+            progress(len(orders))
+        last = orders[-1].id
 
 
 def list_orders(
@@ -382,7 +451,21 @@ def list_orders(
     if cursor:
         created_at, order_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
         query = query.where(tuple_(Order.created_at, Order.id) < (created_at, order_id))
-    return list(session.scalars(query))
+    orders = list(session.scalars(query))
+    # A list shows whose orders exist and what they cost: one audit row per read, naming them.
+    audit.record(
+        session,
+        actor,
+        "order.listed",
+        "order",
+        "list",
+        after={
+            "order_ids": [o.id for o in orders],
+            "status": status,
+            "patient_id": patient_id,
+        },
+    )
+    return orders
 
 
 def order_view(
@@ -408,9 +491,16 @@ def order_view(
     note = (
         phi.decrypt(order.note_encrypted, note_context(order.id)) if order.note_encrypted else None
     )
-    if audit_read and note is not None:
+    cancellation_note = (
+        phi.decrypt(order.cancellation_note_encrypted, cancellation_note_context(order.id))
+        if order.cancellation_note_encrypted
+        else None
+    )
+    if audit_read:
+        # The items are the patient's medications: every read is a PHI read, note or not.
         audit.record(session, actor, "order.read", "order", order.id)
-    return _view(order, [(item, sku, name) for item, sku, name in rows], reservations, note)
+    lines = [(item, sku, name) for item, sku, name in rows]
+    return _view(order, lines, reservations, note, cancellation_note)
 
 
 def _view(
@@ -418,6 +508,7 @@ def _view(
     lines: list[tuple[OrderItem, str, str]],
     reservations: list[allocation.Reservation],
     note: str | None,
+    cancellation_note: str | None = None,
 ) -> OrderOut:
     """The order as the API shows it: items by SKU, each with the lots it was reserved from
     (soonest expiry first)."""
@@ -456,5 +547,8 @@ def _view(
         paid_at=order.paid_at,
         fulfilled_at=order.fulfilled_at,
         cancelled_at=order.cancelled_at,
-        cancellation_reason=order.cancellation_reason,
+        cancellation_reason=(
+            CancellationReason(order.cancellation_code) if order.cancellation_code else None
+        ),
+        cancellation_note=cancellation_note,
     )

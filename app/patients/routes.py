@@ -1,18 +1,29 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from pydantic import EmailStr
+from fastapi import APIRouter, Depends, Request, status
 
 from app.db import DbSession
+from app.errors import PhiInUrl
 from app.pagination import Cursor, Limit, Page, page_of
 from app.patients import service
-from app.patients.schemas import PatientCreate, PatientOut
+from app.patients.schemas import PatientCreate, PatientOut, PatientSearch
 from app.security import StaffActor
 
 router = APIRouter(prefix="/patients", tags=["patients"])
+# Query parameters that would carry PHI. Unknown query parameters are otherwise ignored, so an
+# old client's `?email=` would silently list every patient: refuse it and say where it goes.
+PHI_QUERY_PARAMETERS = frozenset({"email", "name", "phone", "date_of_birth"})
+
+
+def _no_phi_in_query(request: Request) -> None:
+    sent = {key.lower() for key in request.query_params}
+    if sent & PHI_QUERY_PARAMETERS:
+        raise PhiInUrl(
+            "search patients by e-mail with POST /api/v1/patients/search and "
+            '{"email": ...} in the body; personal data in a URL ends up in access logs'
+        )
 
 
 @router.post("", response_model=PatientOut, status_code=status.HTTP_201_CREATED)
@@ -21,16 +32,29 @@ def create_patient(data: PatientCreate, actor: StaffActor, session: DbSession) -
     return service.create_patient(session, actor, data)
 
 
-@router.get("", response_model=Page[PatientOut])
-def find_patients(
+@router.get("", response_model=Page[PatientOut], dependencies=[Depends(_no_phi_in_query)])
+def list_patients(
+    actor: StaffActor, session: DbSession, limit: Limit = 50, cursor: Cursor = None
+) -> Page[PatientOut]:
+    """A doctor's own patients (admins: all), newest first. Every patient returned is audited.
+
+    `400 /problems/phi-in-url` for `?email=` (or another PHI field): use `POST /patients/search`.
+    """
+    rows = service.find_patients(session, actor, email=None, limit=limit, cursor=cursor)
+    return page_of(rows, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
+
+
+@router.post("/search", response_model=Page[PatientOut])
+def search_patients(
+    data: PatientSearch,
     actor: StaffActor,
     session: DbSession,
-    email: Annotated[EmailStr | None, Query(description="Exact e-mail (case-insensitive)")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[PatientOut]:
-    """A doctor's own patients (admins: all), newest first. Every patient returned is audited."""
-    rows = service.find_patients(session, actor, email=email, limit=limit, cursor=cursor)
+    """The actor's patients with this e-mail (a doctor: their own), newest first; the e-mail
+    travels in the body, not the URL. Every patient returned is audited as a PHI read."""
+    rows = service.find_patients(session, actor, email=data.email, limit=limit, cursor=cursor)
     return page_of(rows, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
 
 

@@ -31,6 +31,10 @@ class PatientCreate(StrictInput):
         return value
 
 
+class PatientSearch(StrictInput):
+    email: EmailStr = Field(description="Exact e-mail (case-insensitive)")
+
+
 class PatientOut(BaseModel):
     id: uuid.UUID
     doctor_id: uuid.UUID | None

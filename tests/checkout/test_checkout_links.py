@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -444,3 +445,81 @@ def test_the_original_link_of_a_paid_order_leads_to_its_status_not_to_a_new_link
     assert response.status_code == 200
     assert "Paid" in response.text
     assert "new payment link" not in response.text
+
+
+@pytest.mark.parametrize("signature_tail", ["é", "\u00ff" * 4, "\u2603"])
+def test_a_cookie_whose_signature_is_not_ascii_is_treated_as_unknown_not_a_500(
+    https: TestClient, order: Json, patient: Json, product: Json, signature_tail: str
+) -> None:
+    """The signature is compared as bytes: a non-ASCII one is a forgery like any other."""
+    open_link(https, order["checkout_url"])
+    link_id, _flag, expires, signature = cookie_value(https).split(".")
+    forged = f"{link_id}.1.{expires}.{signature[: -len(signature_tail)]}{signature_tail}"
+    https.cookies.clear()
+    raw = {"cookie": f"{COOKIE_NAME}={forged}".encode()}
+    personal = personal_data(patient, product)
+
+    assert_problem_page(https.get("/pay", headers=raw), 404, "Link not found", personal=personal)
+    page = https.post(
+        "/pay/verify", data={"date_of_birth": DATE_OF_BIRTH}, headers=raw, follow_redirects=False
+    )
+    assert_problem_page(page, 404, "Link not found", personal=personal)
+    assert_problem_page(
+        https.get("/orders/status", headers=raw), 404, "Link not found", personal=personal
+    )
+    refused = https.post(CREATE_INTENT, json={}, headers=raw)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_date_of_birth_form_is_413_and_costs_no_attempt(
+    https: TestClient, order: Json, db: Session, chunked: bool
+) -> None:
+    open_link(https, order["checkout_url"])
+    limit = get_settings().max_page_body_bytes
+    body = f"date_of_birth={DATE_OF_BIRTH}&padding={'x' * limit}".encode()
+
+    def in_chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1024):
+            yield body[start : start + 1024]
+
+    refused = https.post(
+        "/pay/verify",
+        content=in_chunks() if chunked else body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+
+    html = assert_private_page(refused, 413)
+    assert "<h1>Form too large</h1>" in html
+    assert link_row(db, token_of(order["checkout_url"])).failed_attempts == 0
+    assert audit_entries(db, order["id"], "checkout_link.verified") == []
+    # The patient goes back and sends the ordinary form.
+    verified(https, order["checkout_url"])
+
+
+def test_each_view_of_the_decrypted_payment_page_is_audited_as_a_read_by_the_link(
+    https: TestClient, order: Json, patient: Json, db: Session
+) -> None:
+    """The form before the check shows nothing personal and reads nothing; every view after it
+    decrypts the patient's details and items, and leaves one read row per entity."""
+    open_link(https, order["checkout_url"])
+    assert "<h1>Confirm it is you</h1>" in assert_private_page(https.get("/pay"), 200)
+    assert audit_entries(db, order["id"], "order.read") == []
+    assert audit_entries(db, patient["id"], "patient.read") == []
+
+    answer = submit_date_of_birth(https, DATE_OF_BIRTH)
+    assert answer.status_code == 303
+    for _ in range(2):
+        assert patient["name"] in assert_private_page(https.get("/pay"), 200)
+
+    link = link_row(db, token_of(order["checkout_url"]))
+    order_reads = audit_entries(db, order["id"], "order.read")
+    patient_reads = audit_entries(db, patient["id"], "patient.read")
+    assert len(order_reads) == len(patient_reads) == 2
+    for row in [*order_reads, *patient_reads]:
+        assert row.actor_subject == f"checkout-link:{link.id}"
+        assert row.actor_role == "system"
+        assert patient["email"] not in str([row.before, row.after])
+    assert [r.entity_type for r in patient_reads] == ["patient", "patient"]

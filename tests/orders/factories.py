@@ -125,6 +125,7 @@ def movement_summary(db: Session, order_id: str) -> list[tuple[str, str, int, in
 
 
 def order_audit_actions(db: Session, order_id: str) -> list[tuple[str, str]]:
+    """The order's audited changes (reads, `order.read`, left out), oldest first."""
     db.expire_all()
     return [
         (e.action, e.actor_subject)
@@ -134,6 +135,7 @@ def order_audit_actions(db: Session, order_id: str) -> list[tuple[str, str]]:
                 AuditEntry.entity_type == "order",
                 AuditEntry.entity_id == order_id,
                 AuditEntry.action.startswith("order."),
+                AuditEntry.action != "order.read",
             )
             .order_by(AuditEntry.id)
         )

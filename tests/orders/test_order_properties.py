@@ -49,6 +49,7 @@ from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, LotAllocation, Order, OrderItem, StockMovement, User
 from app.models.base import utcnow
+from app.models.order import CancellationReason
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients.schemas import PatientCreate
@@ -412,7 +413,7 @@ def make_machine(engine: Engine) -> type[RuleBasedStateMachine]:
             order = self._pick(order, pick, *LIVE)
             outcome = attempt(
                 self.connection,
-                lambda s: orders.cancel_order(s, self.doctor, order, "test"),
+                lambda s: orders.cancel_order(s, self.doctor, order, CancellationReason.OTHER),
                 "cancel",
             )
             if self.status[order] in LIVE:

@@ -26,7 +26,7 @@ from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory import service as inventory
 from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive
-from app.models import Lot, Order, User
+from app.models import AuditEntry, Lot, Order, User
 from app.models.base import utcnow
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
@@ -57,6 +57,7 @@ from tests.patients.factories import (
     assert_problem,
     audit_entries,
     create_patient,
+    second_phi_key,
     user_id,
 )
 
@@ -460,10 +461,11 @@ def test_an_edit_counts_the_orders_own_reservation_and_an_edit_that_would_be_sho
 
         body = assert_problem(response, 409, "/problems/insufficient-stock")
         assert body["available"] in (5, 1)
-        assert get_order(client, doctor, order["id"]) == kept
+        assert order_row_counts(db) == before
         assert lot_counters(db, lot["id"]) == (5, 5)
         assert lot_counters(db, other_lot["id"]) == (1, 0)
-        assert order_row_counts(db) == before
+        assert get_order(client, doctor, order["id"]) == kept
+        before = order_row_counts(db)  # the read wrote its audit row
     assert_ledger_consistent(db)
 
 
@@ -512,14 +514,15 @@ def test_cancelling_a_pending_order_releases_its_reserved_stock(
     order = place_order(client, doctor, patient["id"], (product["id"], 6))
 
     response = client.post(
-        f"{ORDERS}/{order['id']}/cancel", json={"reason": "patient changed mind"}, headers=doctor
+        f"{ORDERS}/{order['id']}/cancel", json={"reason": "patient_request"}, headers=doctor
     )
 
     assert response.status_code == 200, response.text
     cancelled = response.json()
     assert cancelled["status"] == "cancelled"
     assert cancelled["cancelled_at"] is not None
-    assert cancelled["cancellation_reason"] == "patient changed mind"
+    assert cancelled["cancellation_reason"] == "patient_request"
+    assert cancelled["cancellation_note"] is None
     assert lot_counters(db, first["id"]) == (4, 0)
     assert lot_counters(db, second["id"]) == (10, 0)
     releases = [m for m in movements(db, order_id=order["id"]) if m.reason == "release"]
@@ -532,7 +535,7 @@ def test_cancelling_a_pending_order_releases_its_reserved_stock(
     assert_ledger_consistent(db)
 
 
-def test_cancelling_without_a_reason_records_a_default_one(
+def test_cancelling_without_a_reason_records_the_code_other(
     client: TestClient, admin: Headers, doctor: Headers, patient: Json, product: Json
 ) -> None:
     receive_lot(client, admin, product["id"], 5)
@@ -541,7 +544,82 @@ def test_cancelling_without_a_reason_records_a_default_one(
     cancelled = client.post(f"{ORDERS}/{order['id']}/cancel", headers=doctor).json()
 
     assert cancelled["status"] == "cancelled"
-    assert cancelled["cancellation_reason"]
+    assert cancelled["cancellation_reason"] == "other"
+    assert cancelled["cancellation_note"] is None
+
+
+def raw_order_row(db: Session, order_id: str) -> dict[str, Any]:
+    row = db.execute(text("SELECT * FROM orders WHERE id = :id"), {"id": uuid.UUID(order_id)}).one()
+    return dict(row._mapping)
+
+
+def test_a_cancellation_keeps_its_code_in_clear_and_its_note_encrypted_never_in_the_audit_log(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    note = "Stopped after suspected pancreatitis; see chart"
+
+    response = client.post(
+        f"{ORDERS}/{order['id']}/cancel",
+        json={"reason": "prescriber_change", "note": note},
+        headers=doctor,
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["cancellation_reason"] == "prescriber_change"
+    assert response.json()["cancellation_note"] == note
+    row = raw_order_row(db, order["id"])
+    assert row["cancellation_code"] == "prescriber_change"
+    assert row["cancellation_note_encrypted"].startswith("enc1:")
+    assert "pancreatitis" not in json.dumps(row, default=str).lower()
+    assert (
+        phi.decrypt(
+            row["cancellation_note_encrypted"],
+            orders.cancellation_note_context(uuid.UUID(order["id"])),
+        )
+        == note
+    )
+    (entry,) = audit_entries(db, order["id"], "order.cancelled")
+    assert entry.after is not None and entry.after["reason"] == "prescriber_change"
+    assert entry.after["note"] == "[redacted]"
+    every_row = [[e.before, e.after] for e in audit_entries(db, order["id"])]
+    assert "pancreatitis" not in json.dumps(every_row).lower()
+    read = get_order(client, admin, order["id"])
+    assert (read["cancellation_reason"], read["cancellation_note"]) == ("prescriber_change", note)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reason": "patient changed mind"},  # free text is a note, not a reason
+        {"reason": "payment_expired"},  # set by the system, not by staff
+        {"reason": "refunded_at_stripe"},
+        {"note": "no code"},
+        {"reason": "other", "note": ""},
+        {"reason": "other", "note": "x" * 1001},
+        {"reason": "other", "comment": "unknown field"},
+    ],
+)
+def test_a_cancellation_without_a_staff_reason_code_is_422_and_changes_nothing(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    patient: Json,
+    product: Json,
+    body: Json,
+) -> None:
+    lot = receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    before = order_row_counts(db)
+
+    response = client.post(f"{ORDERS}/{order['id']}/cancel", json=body, headers=doctor)
+
+    assert_problem(response, 422, "/problems/validation-error")
+    assert order_row_counts(db) == before
+    assert raw_order_row(db, order["id"])["status"] == "pending"
+    assert lot_counters(db, lot["id"]) == (5, 1)
 
 
 def test_cancelling_twice_is_409_and_releases_nothing_more(
@@ -766,9 +844,9 @@ def test_expiry_cancels_only_pending_orders_past_their_payment_window_and_releas
         cancelled["id"]: "cancelled",
         extended["id"]: "pending",
     }
-    assert get_order(client, doctor, overdue["id"])["cancellation_reason"] == (
-        "payment window expired"
-    )
+    expired_view = get_order(client, doctor, overdue["id"])
+    assert expired_view["cancellation_reason"] == "payment_expired"
+    assert expired_view["cancellation_note"] is None
     assert lot_counters(db, lot["id"]) == (20, 3 + 5)
     assert ("release", lot["id"], 0, -2) in movement_summary(db, overdue["id"])
     assert movement_summary(db, cancelled["id"]) == cancelled_ledger
@@ -833,6 +911,121 @@ def test_order_note_is_encrypted_at_rest_and_redacted_in_the_audit_log(
     assert get_order(client, doctor, order["id"])["note"] == note
     (read,) = audit_entries(db, order["id"], "order.read")
     assert read.actor_subject == "doctor-main"
+
+
+def test_reading_an_order_writes_one_order_read_row_naming_it_even_without_a_note(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    """An order's items are a patient's medications: every read of one is a PHI read."""
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    assert order["note"] is None
+    assert audit_entries(db, order["id"], "order.read") == []
+
+    get_order(client, doctor, order["id"])
+    get_order(client, admin, order["id"])
+
+    reads = audit_entries(db, order["id"], "order.read")
+    assert [(r.actor_subject, r.entity_type, r.entity_id) for r in reads] == [
+        ("doctor-main", "order", order["id"]),
+        ("admin-main", "order", order["id"]),
+    ]
+    assert all(r.request_id for r in reads)
+
+
+def test_a_refused_order_read_is_not_audited_as_a_read(
+    client: TestClient, db: Session, admin: Headers, auth: Auth, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(
+        client, auth("doctor", sub="doctor-main"), patient["id"], (product["id"], 1)
+    )
+    stranger = auth("doctor", sub="doctor-stranger")
+
+    assert client.get(f"{ORDERS}/{order['id']}", headers=stranger).status_code == 404
+
+    assert audit_entries(db, order["id"], "order.read") == []
+
+
+def order_list_reads(db: Session) -> list[Any]:
+    db.expire_all()
+    return list(
+        db.scalars(
+            select(AuditEntry).where(AuditEntry.action == "order.listed").order_by(AuditEntry.id)
+        )
+    )
+
+
+def test_each_order_list_read_writes_one_audit_row_naming_the_ids_returned(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, auth: Auth, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 50)
+    mine = create_patient(client, doctor)
+    second_doctor = auth("doctor", sub="doctor-second")
+    theirs = create_patient(client, second_doctor)
+    first = place_order(client, doctor, mine["id"], (product["id"], 1))
+    second = place_order(client, doctor, mine["id"], (product["id"], 1))
+    foreign = place_order(client, second_doctor, theirs["id"], (product["id"], 1))
+    assert order_list_reads(db) == []
+
+    page = client.get(ORDERS, params={"limit": 1}, headers=doctor).json()
+    rest = client.get(
+        ORDERS, params={"limit": 1, "cursor": page["next_cursor"]}, headers=doctor
+    ).json()
+    everything = client.get(ORDERS, params={"status": "pending"}, headers=admin).json()
+    nothing = client.get(ORDERS, params={"status": "paid"}, headers=doctor).json()
+
+    rows = order_list_reads(db)
+    assert [(r.actor_subject, r.entity_type) for r in rows] == [
+        ("doctor-main", "order"),
+        ("doctor-main", "order"),
+        ("admin-main", "order"),
+        ("doctor-main", "order"),
+    ]
+    listed = [r.after["order_ids"] for r in rows if r.after is not None]
+    assert listed == [
+        [o["id"] for o in page["items"]],
+        [o["id"] for o in rest["items"]],
+        [o["id"] for o in everything["items"]],
+        [],
+    ]
+    # One order a page, both of the doctor's own (one transaction here: same created_at).
+    assert sorted(listed[0] + listed[1]) == sorted([first["id"], second["id"]])
+    assert set(listed[2]) >= {first["id"], second["id"], foreign["id"]}
+    assert nothing["items"] == []
+    assert rows[2].after is not None and rows[2].after["status"] == "pending"
+
+
+def test_key_rotation_reencrypts_order_notes_and_cancellation_notes(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json, product: Json
+) -> None:
+    receive_lot(client, admin, product["id"], 5)
+    order = place_order(client, doctor, patient["id"], (product["id"], 1), note="Take with food")
+    client.post(
+        f"{ORDERS}/{order['id']}/cancel",
+        json={"reason": "prescriber_change", "note": "Switched after a rash"},
+        headers=doctor,
+    )
+    plain_order = place_order(client, doctor, patient["id"], (product["id"], 1))
+    order_id = uuid.UUID(order["id"])
+
+    with second_phi_key() as k2_material:
+        assert orders.rotate_order_notes(db, batch=1) == 1
+        db.commit()
+
+        row = raw_order_row(db, order["id"])
+        only_k2 = phi.PhiKeys.parse(f"k2:{k2_material}", "k2", get_settings().phi_hash_key)
+        assert phi.decrypt(row["note_encrypted"], orders.note_context(order_id), only_k2) == (
+            "Take with food"
+        )
+        assert phi.decrypt(
+            row["cancellation_note_encrypted"], orders.cancellation_note_context(order_id), only_k2
+        ) == ("Switched after a rash")
+        assert raw_order_row(db, plain_order["id"])["note_encrypted"] is None
+        assert orders.rotate_order_notes(db) == 0
+        assert get_order(client, admin, order["id"])["cancellation_note"] == (
+            "Switched after a rash"
+        )
 
 
 # -- listing ---------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ ROUTES: dict[str, tuple[str, Callable[[TestClient, Headers, str, Json], Any]]] =
     "POST /orders/{id}/cancel with a reason": (
         "order",
         lambda c, h, target, w: c.post(
-            f"{ORDERS}/{target}/cancel", json={"reason": "not mine"}, headers=h
+            f"{ORDERS}/{target}/cancel", json={"reason": "other", "note": "not mine"}, headers=h
         ),
     ),
 }
@@ -160,10 +160,16 @@ def test_finding_another_doctors_patient_by_email_returns_an_empty_list(
     third_doctor = auth("doctor", sub="doctor-third")
     user_id(client, third_doctor)
 
-    shared = client.get(PATIENTS, params={"email": "shared@example.com"}, headers=third_doctor)
-    nobody = client.get(PATIENTS, params={"email": "nobody@example.com"}, headers=third_doctor)
+    shared = client.post(
+        f"{PATIENTS}/search", json={"email": "shared@example.com"}, headers=third_doctor
+    )
+    nobody = client.post(
+        f"{PATIENTS}/search", json={"email": "nobody@example.com"}, headers=third_doctor
+    )
     # The second doctor, who has a patient with that e-mail too, finds only their own.
-    own = client.get(PATIENTS, params={"email": "SHARED@example.com"}, headers=second_doctor)
+    own = client.post(
+        f"{PATIENTS}/search", json={"email": "SHARED@example.com"}, headers=second_doctor
+    )
 
     assert shared.status_code == nobody.status_code == 200
     assert shared.json() == nobody.json() == {"items": [], "next_cursor": None}
@@ -209,7 +215,9 @@ def test_admin_sees_every_doctors_patients_and_orders(
     order_ids = {world["order"]["id"], world["own_order"]["id"]}
 
     patients = client.get(PATIENTS, headers=admin).json()["items"]
-    by_email = client.get(PATIENTS, params={"email": "shared@example.com"}, headers=admin)
+    by_email = client.post(
+        f"{PATIENTS}/search", json={"email": "shared@example.com"}, headers=admin
+    )
     listed = client.get(ORDERS, headers=admin).json()["items"]
 
     assert {p["id"] for p in patients} == patient_ids

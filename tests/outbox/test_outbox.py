@@ -385,7 +385,9 @@ def test_cancelling_a_paid_order_refunds_it_at_stripe_exactly_once(
     assert response.json()["outcome"] == "order paid"
 
     response = client.post(
-        f"{ORDERS}/{order['id']}/cancel", json={"reason": "patient moved away"}, headers=doctor
+        f"{ORDERS}/{order['id']}/cancel",
+        json={"reason": "patient_request", "note": "Patient moved away"},
+        headers=doctor,
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"

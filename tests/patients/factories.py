@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import phi
+from app.config import DEV_PHI_KEYS, get_settings
 from app.models import AuditEntry, Patient
 
 Headers = dict[str, str]
@@ -68,3 +75,21 @@ def count(db: Session, model: Any) -> int:
 
 def patient_and_audit_counts(db: Session) -> tuple[int, int]:
     return count(db, Patient), count(db, AuditEntry)
+
+
+@contextmanager
+def second_phi_key() -> Iterator[str]:
+    """Configure a new active key `k2` next to the development key; restore afterwards."""
+    material = base64.b64encode(os.urandom(32)).decode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PHI_ENCRYPTION_KEYS", f"{DEV_PHI_KEYS},k2:{material}")
+        patch.setenv("PHI_ACTIVE_KEY_ID", "k2")
+        get_settings.cache_clear()
+        phi.phi_keys.cache_clear()
+        try:
+            yield material
+        finally:
+            get_settings.cache_clear()
+            phi.phi_keys.cache_clear()
+    get_settings.cache_clear()
+    phi.phi_keys.cache_clear()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -18,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app import phi
-from app.config import DEV_PHI_KEYS, get_settings
+from app.config import get_settings
 from app.models import Patient
 from app.models.patient import PHI_FIELDS
 from app.patients.service import phi_context, rotate_keys
@@ -31,6 +29,7 @@ from tests.patients.factories import (
     create_patient,
     patient_and_audit_counts,
     patient_body,
+    second_phi_key,
     user_id,
 )
 
@@ -142,6 +141,60 @@ def test_admin_must_name_an_active_doctor_as_owner(
 
 # -- finding by e-mail -----------------------------------------------------------------------------
 
+SEARCH = f"{PATIENTS}/search"
+
+
+def search(client: TestClient, headers: Headers, email: str, **params: Any) -> Any:
+    """The e-mail travels in the body, never in the URL (access and proxy logs keep URLs)."""
+    return client.post(SEARCH, json={"email": email}, params=params, headers=headers)
+
+
+def test_search_by_email_audits_a_phi_read_of_each_patient_found(
+    client: TestClient, db: Session, doctor: Headers, admin: Headers
+) -> None:
+    wanted = create_patient(client, doctor, email="audited.search@example.com")
+    create_patient(client, doctor)
+
+    found = search(client, admin, "audited.search@example.com")
+
+    assert [p["id"] for p in found.json()["items"]] == [wanted["id"]]
+    (read,) = audit_entries(db, wanted["id"], "patient.read")
+    assert read.actor_subject == "admin-main"
+    assert "audited.search" not in json.dumps([read.before, read.after]).lower()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"email": "someone@example.com"},
+        {"email": "someone@example.com", "limit": 5},
+        {"email": ""},
+        {"EMAIL": "someone@example.com"},
+    ],
+)
+def test_an_email_in_the_url_is_refused_with_a_clear_400_and_nothing_is_read(
+    client: TestClient, db: Session, doctor: Headers, query: dict[str, Any]
+) -> None:
+    create_patient(client, doctor, email="someone@example.com")
+    before = patient_and_audit_counts(db)
+
+    response = client.get(PATIENTS, params=query, headers=doctor)
+
+    body = assert_problem(response, 400, "/problems/phi-in-url")
+    assert "/patients/search" in body["detail"]
+    assert "someone@" not in response.text
+    assert patient_and_audit_counts(db) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"email": "not-an-address"}, {}, {"email": "a@example.com", "name": "Jane"}, {"email": 7}],
+)
+def test_a_search_with_an_invalid_body_is_422(
+    client: TestClient, doctor: Headers, body: dict[str, Any]
+) -> None:
+    assert_problem(client.post(SEARCH, json=body, headers=doctor), 422)
+
 
 def test_find_by_email_is_case_insensitive_and_uses_the_keyed_hash(
     client: TestClient, db: Session, doctor: Headers
@@ -149,7 +202,7 @@ def test_find_by_email_is_case_insensitive_and_uses_the_keyed_hash(
     wanted = create_patient(client, doctor, email="Mixed.Case@Example.com")
     create_patient(client, doctor)  # someone else, not to be returned
 
-    response = client.get(PATIENTS, params={"email": "MIXED.case@example.COM"}, headers=doctor)
+    response = search(client, doctor, "MIXED.case@example.COM")
 
     assert response.status_code == 200, response.text
     assert [p["id"] for p in response.json()["items"]] == [wanted["id"]]
@@ -164,7 +217,7 @@ def test_find_by_an_email_nobody_has_returns_an_empty_list(
 ) -> None:
     create_patient(client, doctor, email="someone@example.com")
 
-    response = client.get(PATIENTS, params={"email": "nobody@example.com"}, headers=doctor)
+    response = search(client, doctor, "nobody@example.com")
 
     assert response.status_code == 200, response.text
     assert response.json() == {"items": [], "next_cursor": None}
@@ -193,8 +246,11 @@ def test_another_doctor_may_have_a_patient_with_the_same_email(
 
     assert theirs["id"] != mine["id"]
     assert theirs["doctor_id"] != mine["doctor_id"]
-    found = client.get(PATIENTS, params={"email": "shared@example.com"}, headers=second_doctor)
+    found = search(client, second_doctor, "shared@example.com")
     assert [p["id"] for p in found.json()["items"]] == [theirs["id"]]
+    assert [p["id"] for p in search(client, doctor, "shared@example.com").json()["items"]] == [
+        mine["id"]
+    ]
 
 
 def test_patient_list_is_paginated_with_a_cursor(client: TestClient, doctor: Headers) -> None:
@@ -295,24 +351,6 @@ def test_a_tampered_ciphertext_does_not_decrypt(
 # -- key rotation ----------------------------------------------------------------------------------
 
 
-@contextmanager
-def second_phi_key() -> Iterator[str]:
-    """Configure a new active key `k2` next to the development key; restore afterwards."""
-    material = base64.b64encode(os.urandom(32)).decode()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PHI_ENCRYPTION_KEYS", f"{DEV_PHI_KEYS},k2:{material}")
-        patch.setenv("PHI_ACTIVE_KEY_ID", "k2")
-        get_settings.cache_clear()
-        phi.phi_keys.cache_clear()
-        try:
-            yield material
-        finally:
-            get_settings.cache_clear()
-            phi.phi_keys.cache_clear()
-    get_settings.cache_clear()
-    phi.phi_keys.cache_clear()
-
-
 def encrypted_columns(db: Session) -> dict[uuid.UUID, dict[str, str]]:
     db.expire_all()
     return {
@@ -349,7 +387,7 @@ def test_key_rotation_reencrypts_old_values_to_the_active_key_and_a_rerun_change
             assert read.status_code == 200, read.text
             assert read.json() == patient
         assert {p.id: p.email_hash for p in db.scalars(select(Patient))} == hashes
-        found = client.get(PATIENTS, params={"email": patients[0]["email"]}, headers=doctor)
+        found = search(client, doctor, patients[0]["email"])
         assert [p["id"] for p in found.json()["items"]] == [patients[0]["id"]]
 
         assert rotate_keys(db) == 0
@@ -388,7 +426,7 @@ def test_listing_patients_audits_every_patient_returned(
     patients = [create_patient(client, doctor) for _ in range(3)]
 
     listed = client.get(PATIENTS, headers=doctor).json()["items"]
-    by_email = client.get(PATIENTS, params={"email": patients[1]["email"]}, headers=doctor)
+    by_email = search(client, doctor, patients[1]["email"])
 
     assert {p["id"] for p in listed} == {p["id"] for p in patients}
     assert len(by_email.json()["items"]) == 1
@@ -468,9 +506,3 @@ def test_unknown_patient_id_is_404(client: TestClient, doctor: Headers) -> None:
     response = client.get(f"{PATIENTS}/{uuid.uuid4()}", headers=doctor)
 
     assert_problem(response, 404, "/problems/not-found")
-
-
-def test_find_with_an_invalid_email_is_422(client: TestClient, doctor: Headers) -> None:
-    response = client.get(PATIENTS, params={"email": "not-an-email"}, headers=doctor)
-
-    assert_problem(response, 422, "/problems/validation-error")
