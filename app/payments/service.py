@@ -22,6 +22,7 @@ from app.config import get_settings
 from app.errors import Conflict, InvalidStateTransition, PortalError
 from app.models import Order, Payment, PaymentRefund, StripeEvent
 from app.models.base import utcnow
+from app.models.order import CancellationReason
 from app.notifications import flows
 from app.orders import service as orders
 from app.payments import refunds
@@ -44,7 +45,6 @@ REFUND_RANK = {"pending": 0, "requires_action": 0, "succeeded": 1, "failed": 2, 
 # Refunds that give money back (or are on their way): they count towards `refunded_cents`.
 COUNTED_REFUNDS = ("pending", "requires_action", "succeeded")
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated")
-REFUNDED_AT_STRIPE = "refunded in full at Stripe"
 
 
 class InvalidWebhook(PortalError):
@@ -334,7 +334,7 @@ def settle_refunds(
     if refunded == payment.amount_cents:
         outcome += " in full"
         if order.status == "paid" and not _keeps_money(session, order.id):
-            orders.cancel_order(session, actor, order.id, REFUNDED_AT_STRIPE)
+            orders.cancel_order(session, actor, order.id, CancellationReason.REFUNDED_AT_STRIPE)
             outcome += "; order cancelled"
         elif order.status == "fulfilled":
             payment.refunded_after_fulfilment = True
