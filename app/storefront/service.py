@@ -53,13 +53,12 @@ def place_self_order(session: Session, data: SelfOrderCreate, client_address: st
             field="items",
         )
     actor = Actor(subject=SELF_ORDER.subject, role=SELF_ORDER.role, client_address=client_address)
-    patient = patients.create_patient(
+    patient = patients.self_order_patient(
         session,
         actor,
         PatientCreate(
             name=data.name, email=data.email, phone=data.phone, date_of_birth=data.date_of_birth
         ),
-        self_order=True,
     )
     return orders.create_order(
         session,
