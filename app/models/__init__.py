@@ -11,6 +11,7 @@ from app.models.outbox_message import OutboxMessage
 from app.models.patient import Patient
 from app.models.payment import Payment
 from app.models.product import Product
+from app.models.rate_limit_counter import RateLimitCounter
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
 from app.models.user import User
@@ -27,6 +28,7 @@ __all__ = [
     "Patient",
     "Payment",
     "Product",
+    "RateLimitCounter",
     "StockMovement",
     "StripeEvent",
     "User",
