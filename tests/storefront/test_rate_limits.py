@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import db as portal_db
 from app import ratelimit
 from app.actor import Actor
+from app.catalog.schemas import ProductCreate
 from app.config import get_settings
 from app.models import (
     AuditEntry,
@@ -31,10 +32,16 @@ from app.models import (
     StockMovement,
 )
 from app.models.base import utcnow
+from app.notifications.mail_sink import MailSink
 from app.orders import service as orders
+from app.patients.schemas import PatientCreate
 from app.ratelimit import Bucket, count_hit, prune
+from app.storefront.schemas import SelfOrderCreate
+from app.storefront.service import place_self_order
+from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import live_api
+from tests.fixtures.stock import seed_stock
 from tests.orders.factories import ORDERS, create_product, order_body, receive_lot
 from tests.patients.factories import Headers, assert_problem, create_patient
 
@@ -343,3 +350,57 @@ def test_a_public_insufficient_stock_answer_does_not_tell_the_stock_level(
     patient = create_patient(client, doctor)
     staff = client.post(ORDERS, json=order_body(patient["id"], (product["id"], 7)), headers=doctor)
     assert assert_problem(staff, 409, "/problems/insufficient-stock")["available"] == 3
+
+
+def test_the_worker_expires_abandoned_self_orders_and_prunes_closed_windows(
+    fresh_db: TestDatabase, tmp_path: Path
+) -> None:
+    stocked = seed_stock(
+        fresh_db,
+        doctor_subject="doctor-worker",
+        doctor_email="doctor-worker@clinic.test",
+        patient=PatientCreate(
+            name="Pat Doe",
+            email="pat.doe@example.com",
+            phone="+1 555 0150",
+            date_of_birth=date(1970, 5, 5),
+        ),
+        product=ProductCreate(sku="OTC-W1", name="Saline spray", price_cents=700),
+        lots=[("W-1", 365, 10)],
+    )
+    engine = portal_db.make_engine(fresh_db.owner_url, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            order = place_self_order(
+                session,
+                SelfOrderCreate.model_validate(
+                    {**PERSON, "items": [{"product_id": str(stocked.product_id), "quantity": 4}]}
+                ),
+                "203.0.113.20",
+            )
+            order.expires_at = utcnow() - timedelta(seconds=1)  # the patient walked away
+            order_id = order.id
+            connection = session.connection()
+            count_hit(
+                connection, Bucket.SELF_ORDER, "gone", {60: 5}, now=utcnow() - timedelta(hours=2)
+            )
+            count_hit(connection, Bucket.SELF_ORDER, "here", {60: 5})
+
+        with MailSink(tmp_path / "mail") as sink:
+            result = run_portal(
+                fresh_db, "worker", "--once", DATA_DIR=str(tmp_path), SMTP_PORT=str(sink.port)
+            )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+        with Session(engine) as session:
+            assert session.get(Order, order_id).status == "cancelled"  # type: ignore[union-attr]
+            reserved = session.scalar(
+                select(func.sum(StockMovement.delta_reserved)).where(
+                    StockMovement.order_id == order_id
+                )
+            )
+            assert reserved == 0
+            keys = session.scalars(select(RateLimitCounter.client_key)).all()
+            assert keys == ["here"]
+    finally:
+        engine.dispose()
