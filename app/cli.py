@@ -19,6 +19,8 @@ from app.config import get_settings, refusal_message
 from app.logs import configure_command_logging
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from app.devstack import DatabaseUrls
 
 # Tracebacks never show local variables: they hold patients' details and secrets.
@@ -320,23 +322,35 @@ def keys_rotate() -> None:
 
 @orders_cli.command("expire")
 def orders_expire() -> None:
-    """Cancel unpaid orders whose payment window (ORDER_PAYMENT_TTL_HOURS) has closed."""
-    from sqlalchemy.orm import Session
+    """Cancel unpaid orders whose payment window (ORDER_PAYMENT_TTL_HOURS, a self-order's
+    SELF_ORDER_PAYMENT_TTL_MINUTES) has closed; the worker does it every minute."""
+    from sqlalchemy.orm import sessionmaker
 
-    from app.actor import Actor
     from app.db import make_engine
-    from app.orders.service import expire_unpaid_orders
 
     engine = make_engine(_urls().app, pool_size=1)
+    total = _expire_unpaid_orders(sessionmaker(engine))
+    engine.dispose()
+    console.print(f"{total} unpaid orders expired; their stock was released")
+
+
+def _expire_unpaid_orders(sessions: sessionmaker[Session]) -> int:
+    """Every unpaid order past its payment window, cancelled in batches of one transaction."""
+    from app.actor import Actor
+    from app.orders.service import expire_unpaid_orders
+
     total = 0
     while True:
-        with Session(engine) as session, session.begin():
+        with sessions() as session, session.begin():
             expired = expire_unpaid_orders(session, Actor.system("order-expiry"))
         total += expired
         if expired == 0:
-            break
-    engine.dispose()
-    console.print(f"{total} unpaid orders expired; their stock was released")
+            return total
+
+
+# How often the worker expires unpaid orders (self-orders hold stock for only
+# SELF_ORDER_PAYMENT_TTL_MINUTES) and prunes closed rate-limit windows.
+HOUSEKEEPING_EVERY_SECONDS = 60
 
 
 @cli.command("worker")
@@ -345,7 +359,8 @@ def worker(
     interval: Annotated[float, typer.Option(help="Seconds between polls when idle")] = 1.0,
 ) -> None:
     """Deliver the outbox (refunds, notifications) with retries, seal the audit log into its
-    hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; Ctrl-C stops it."""
+    hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; every minute expire unpaid
+    orders past their payment window and prune closed rate-limit windows. Ctrl-C stops it."""
     import time
 
     from sqlalchemy.orm import sessionmaker
@@ -356,6 +371,7 @@ def worker(
     from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
     from app.outbox.service import deliver_due
     from app.payments.refunds import REFUND_TOPIC, deliver_refund
+    from app.ratelimit import prune
 
     handlers = {
         REFUND_TOPIC: deliver_refund,
@@ -367,8 +383,19 @@ def worker(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     next_anchor = 0.0  # the first poll anchors
+    next_housekeeping = 0.0  # and keeps house
     try:
         while True:
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_SECONDS
+                expired = _expire_unpaid_orders(sessions)
+                with sessions() as session, session.begin():
+                    pruned = prune(session.connection())
+                if expired or pruned:
+                    console.print(
+                        f"{expired} unpaid orders expired (stock released),"
+                        f" {pruned} closed rate-limit windows pruned"
+                    )
             report = deliver_due(sessions, handlers)
             sealed = seal_in_own_transaction(sessions)
             anchor_every = get_settings().audit_anchor_every_seconds

@@ -110,6 +110,18 @@ class Settings(BaseSettings):
 
     # Orders: how long a patient has to pay, and how much shelf life a lot must still have.
     order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
+    # An anonymous self-order's payment window: abandoned carts give their stock back soon.
+    self_order_payment_ttl_minutes: int = Field(default=30, ge=5, le=24 * 60)
+
+    # Per-client limits of the public routes, counted in PostgreSQL (shared by every API
+    # process) in fixed windows of a minute and an hour; 0 turns that window's limit off.
+    # Self-orders reserve stock and send e-mail; the date-of-birth check guards PHI.
+    rate_limit_self_order_per_minute: int = Field(default=5, ge=0)
+    rate_limit_self_order_per_hour: int = Field(default=20, ge=0)
+    rate_limit_dob_check_per_minute: int = Field(default=30, ge=0)
+    rate_limit_dob_check_per_hour: int = Field(default=200, ge=0)
+    rate_limit_public_catalog_per_minute: int = Field(default=120, ge=0)
+    rate_limit_public_catalog_per_hour: int = Field(default=3000, ge=0)
     min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
 
     # Notifications. E-mail over SMTP; development delivers to the local sink (`portal up`

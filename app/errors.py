@@ -117,6 +117,18 @@ class EmailAlreadyLinked(Forbidden):
     title = "The e-mail address belongs to another account"
 
 
+class TooManyRequests(PortalError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many requests from your address; try again in {retry_after} seconds."
+        )
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class IdentityProviderUnavailable(PortalError):
     status = 503
     slug = "identity-provider-unavailable"

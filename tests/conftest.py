@@ -5,11 +5,12 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from tests.fixtures.database import (
@@ -106,6 +107,7 @@ def fresh_db(
 def app(db: Session) -> Any:
     from app.db import get_session
     from app.main import create_app
+    from app.ratelimit import counter_transaction
 
     application = create_app()
 
@@ -118,7 +120,22 @@ def app(db: Session) -> Any:
             raise
 
     application.dependency_overrides[get_session] = session_override
+    application.dependency_overrides[counter_transaction] = lambda: counting_on(db)
     return application
+
+
+def counting_on(db: Session) -> Callable[[], AbstractContextManager[Connection]]:
+    """Rate-limit hits counted in a savepoint of the test's own connection: outside the
+    request's session (a failed request keeps them), rolled back with the test."""
+    connection = db.get_bind()
+    assert isinstance(connection, Connection)
+
+    @contextmanager
+    def savepoint() -> Iterator[Connection]:
+        with connection.begin_nested():
+            yield connection
+
+    return savepoint
 
 
 @pytest.fixture

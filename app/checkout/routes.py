@@ -18,6 +18,7 @@ from app.config import get_settings
 from app.db import DbSession
 from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
 from app.patients.service import decrypt_patient
+from app.ratelimit import Bucket, rate_limited
 from app.security import Public
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
@@ -163,7 +164,7 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
     )
 
 
-@router.post("/pay/verify")
+@router.post("/pay/verify", dependencies=[rate_limited(Bucket.DOB_CHECK)])
 def verify(
     request: Request,
     session: DbSession,

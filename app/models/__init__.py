@@ -12,6 +12,7 @@ from app.models.patient import Patient
 from app.models.payment import Payment
 from app.models.payment_refund import PaymentRefund
 from app.models.product import Product
+from app.models.rate_limit_counter import RateLimitCounter
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
 from app.models.user import User
@@ -29,6 +30,7 @@ __all__ = [
     "Payment",
     "PaymentRefund",
     "Product",
+    "RateLimitCounter",
     "StockMovement",
     "StripeEvent",
     "User",

@@ -163,7 +163,11 @@ class CreatedOrder:
         return _view(self.order, lines, self.reservations, self.note)
 
 
-def create_order(session: Session, actor: Actor, data: OrderCreate) -> CreatedOrder:
+def create_order(
+    session: Session, actor: Actor, data: OrderCreate, *, payment_window: timedelta | None = None
+) -> CreatedOrder:
+    """A pending order with its stock reserved; unpaid, it expires after `payment_window`
+    (default ORDER_PAYMENT_TTL_HOURS)."""
     settings = get_settings()
     patient = get_visible_patient(session, actor, data.patient_id)
     quantities = _merge(data.items)
@@ -175,7 +179,7 @@ def create_order(session: Session, actor: Actor, data: OrderCreate) -> CreatedOr
         doctor_id=actor.user_id if actor.role == Role.DOCTOR else patient.doctor_id,
         status="pending",
         currency="usd",
-        expires_at=now + timedelta(hours=settings.order_payment_ttl_hours),
+        expires_at=now + (payment_window or timedelta(hours=settings.order_payment_ttl_hours)),
     )
     if data.note:
         order.note_encrypted = phi.encrypt(data.note, note_context(order.id))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,11 +59,9 @@ def _owner_for(session: Session, actor: Actor, requested: uuid.UUID | None) -> u
     return doctor.id
 
 
-def create_patient(
-    session: Session, actor: Actor, data: PatientCreate, *, self_order: bool = False
-) -> PatientOut:
-    """A doctor's patient, or (`self_order`) a patient who ordered for themselves: no owner."""
-    doctor_id = None if self_order else _owner_for(session, actor, data.doctor_id)
+def create_patient(session: Session, actor: Actor, data: PatientCreate) -> PatientOut:
+    """A doctor's patient (an admin names the doctor)."""
+    doctor_id = _owner_for(session, actor, data.doctor_id)
     email_hash = phi.lookup_hash(phi.normalise_email(data.email))
     existing = session.scalar(
         select(Patient.id).where(Patient.doctor_id == doctor_id, Patient.email_hash == email_hash)
@@ -72,6 +70,67 @@ def create_patient(
         raise DuplicateValue(
             "this doctor already has a patient with that e-mail", patient_id=str(existing)
         )
+    return decrypt_patient(_insert_patient(session, actor, data, doctor_id, email_hash))
+
+
+# Candidates compared per self-order: each costs a decryption of three values.
+SELF_ORDER_MATCH_CANDIDATES = 20
+# Arbitrary constant naming the self-order look-up's advisory locks (first key of the pair).
+SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
+
+
+def _same_name(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _same_phone(a: str, b: str) -> bool:
+    return [c for c in a if c.isdigit()] == [c for c in b if c.isdigit()]
+
+
+def self_order_patient(session: Session, actor: Actor, data: PatientCreate) -> Patient:
+    """The patient record a public self-order is placed for; the caller learns nothing from it.
+
+    A self-registered patient (no doctor) is reused only when the e-mail (by its hash), the date
+    of birth, the name and the phone all equal what is stored: whoever holds the order's payment
+    link sees the record's details, so an anonymous request may only reach a record whose
+    details it already typed. Anything else (another date of birth, other details, a doctor's
+    patient with that e-mail) gets a new self-order record; an existing record is never
+    changed by an anonymous request.
+    """
+    email_hash = phi.lookup_hash(phi.normalise_email(data.email))
+    # One self-order per e-mail at a time decides whether a record exists, so two identical
+    # first orders sent together do not create two records.
+    session.execute(select(func.pg_advisory_xact_lock(SELF_ORDER_LOCK, _lock_key(email_hash))))
+    candidates = session.scalars(
+        select(Patient)
+        .where(Patient.doctor_id.is_(None), Patient.email_hash == email_hash)
+        .order_by(Patient.created_at.desc(), Patient.id)
+        .limit(SELF_ORDER_MATCH_CANDIDATES)
+    )
+    for candidate in candidates:
+        stored = decrypt_patient(candidate)
+        if (
+            stored.date_of_birth == data.date_of_birth
+            and _same_name(stored.name, data.name)
+            and _same_phone(stored.phone, data.phone)
+        ):
+            audit.record(session, actor, "patient.matched", "patient", candidate.id)
+            return candidate
+    return _insert_patient(session, actor, data, None, email_hash)
+
+
+def _lock_key(email_hash: str) -> int:
+    """A signed 32-bit key from the e-mail's hash (the second key of the advisory lock)."""
+    return int(email_hash[:8], 16) - 2**31
+
+
+def _insert_patient(
+    session: Session,
+    actor: Actor,
+    data: PatientCreate,
+    doctor_id: uuid.UUID | None,
+    email_hash: str,
+) -> Patient:
     patient_id = uuid.uuid4()
     values = {
         "name": data.name,
@@ -101,7 +160,7 @@ def create_patient(
         after={"doctor_id": doctor_id, **values},
         redact=PHI_FIELDS,
     )
-    return decrypt_patient(patient)
+    return patient
 
 
 def decrypt_patient(patient: Patient) -> PatientOut:

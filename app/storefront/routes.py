@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request, status
 from app.checkout import service as checkout
 from app.db import DbSession
 from app.pagination import Cursor, Limit, Page, page_of
+from app.ratelimit import Bucket, rate_limited
 from app.security import Public
 from app.storefront import service
 from app.storefront.schemas import PublicProduct, SelfOrderCreate, SelfOrderCreated
@@ -12,7 +13,11 @@ from app.storefront.schemas import PublicProduct, SelfOrderCreate, SelfOrderCrea
 router = APIRouter(prefix="/public", tags=["storefront"], dependencies=[Public])
 
 
-@router.get("/products", response_model=Page[PublicProduct])
+@router.get(
+    "/products",
+    response_model=Page[PublicProduct],
+    dependencies=[rate_limited(Bucket.PUBLIC_CATALOG)],
+)
 def public_products(
     session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[PublicProduct]:
@@ -21,7 +26,12 @@ def public_products(
     return page_of([p for p, _ in rows], rows, limit, lambda row: (row[1],))
 
 
-@router.post("/orders", response_model=SelfOrderCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/orders",
+    response_model=SelfOrderCreated,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[rate_limited(Bucket.SELF_ORDER)],
+)
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""
     client = request.client.host if request.client else None

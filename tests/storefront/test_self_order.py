@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
@@ -115,3 +116,105 @@ def test_self_order_quantities_are_bounded(client: TestClient, admin: Headers) -
     )
 
     assert response.status_code == 422
+
+
+# -- returning patients: a public answer never says whether a patient exists ---------------------
+ANSWER_KEYS = {"order_id", "total_cents", "currency", "expires_at", "checkout_url"}
+
+
+def _self_order(client: TestClient, product: Any, **person: str) -> Any:
+    response = client.post(
+        "/api/v1/public/orders",
+        json={"items": [{"product_id": product["id"], "quantity": 1}], **{**PERSON, **person}},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert set(response.json()) == ANSWER_KEYS
+    return response.json()
+
+
+def _patient_of(db: Session, order_id: str) -> Patient:
+    order = db.get(Order, order_id)
+    assert order is not None
+    patient = db.get(Patient, order.patient_id)
+    assert patient is not None
+    return patient
+
+
+def _sealed(db: Session, patient_id: Any) -> Any:
+    return db.execute(text("SELECT * FROM patients WHERE id = :id"), {"id": patient_id}).one()
+
+
+def test_a_returning_self_order_patient_orders_again_on_the_same_record(
+    client: TestClient, admin: Headers, db: Session
+) -> None:
+    product = _product(client, admin, "OTC-R1", rx=False, units=5)
+
+    first = _self_order(client, product)
+    # The same person, typed a little differently: e-mail case, spacing, phone punctuation.
+    second = _self_order(
+        client,
+        product,
+        email=PERSON["email"].upper(),
+        name="  robin   EXAMPLE ",
+        phone="+1 (555) 0199",
+    )
+
+    patient = _patient_of(db, first["order_id"])
+    assert _patient_of(db, second["order_id"]).id == patient.id
+    assert str(patient.id) not in str(first) + str(second)
+    assert db.scalar(select(func.count()).select_from(Patient)) == 1
+
+
+def test_an_email_with_another_date_of_birth_orders_without_touching_or_revealing_the_patient(
+    client: TestClient, admin: Headers, db: Session
+) -> None:
+    product = _product(client, admin, "OTC-R2", rx=False, units=5)
+    first = _self_order(client, product)
+    existing = _patient_of(db, first["order_id"])
+    stored = _sealed(db, existing.id)
+
+    second = _self_order(client, product, name="Someone Else", date_of_birth="1990-01-01")
+
+    other = _patient_of(db, second["order_id"])
+    assert other.id != existing.id and other.doctor_id is None
+    assert _sealed(db, existing.id) == stored  # never merged into, never overwritten
+    assert str(existing.id) not in str(second)
+
+
+def test_matching_email_and_birth_date_with_other_details_get_a_record_of_their_own(
+    client: TestClient, admin: Headers, db: Session
+) -> None:
+    """Whoever holds the payment link sees the record's name and phone on the payment page, so
+    an anonymous request is only joined to a record whose details it already typed."""
+    product = _product(client, admin, "OTC-R3", rx=False, units=5)
+    first = _self_order(client, product)
+    existing = _patient_of(db, first["order_id"])
+    stored = _sealed(db, existing.id)
+
+    second = _self_order(client, product, name="Mallory Guess", phone="+1 555 0100")
+
+    assert _patient_of(db, second["order_id"]).id != existing.id
+    assert _sealed(db, existing.id) == stored
+    with TestClient(client.app, base_url="https://testserver") as browser:
+        opened = browser.get(urlsplit(second["checkout_url"]).path)
+        assert opened.status_code == 200, opened.text
+        page = browser.post("/pay/verify", data={"date_of_birth": PERSON["date_of_birth"]})
+    assert page.status_code == 200 and "Mallory Guess" in page.text
+    assert PERSON["name"] not in page.text and "0199" not in page.text
+
+
+def test_a_doctors_patient_is_never_matched_by_a_self_order(
+    client: TestClient, admin: Headers, doctor: Headers, db: Session
+) -> None:
+    product = _product(client, admin, "OTC-R4", rx=False, units=5)
+    owned = client.post("/api/v1/patients", json=PERSON, headers=doctor)
+    assert owned.status_code == 201, owned.text
+    stored = _sealed(db, owned.json()["id"])
+
+    answer = _self_order(client, product)
+
+    patient = _patient_of(db, answer["order_id"])
+    assert str(patient.id) != owned.json()["id"] and patient.doctor_id is None
+    assert _sealed(db, owned.json()["id"]) == stored
+    assert owned.json()["id"] not in str(answer)

@@ -8,7 +8,7 @@ phone and address. The stored payloads are rewritten to the fields the portal ke
 rules as `app.payments.inbox`, frozen here in SQL); what is dropped cannot be restored.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01 12:00:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from app.migrations.privileges import grant_app_role
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
