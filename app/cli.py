@@ -565,7 +565,7 @@ def up(
             f"""
 [bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
 
-  API docs            {api}/docs
+  API docs            {api}/docs   (Authorize, then oidc's Authorize: sign in as a demo login)
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
   Stripe              {stripe_base}   (local stand-in, webhooks to the API)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Expected `aud` of JWT access tokens (Okta: the authorization server's audience; Auth0:
     # the API identifier). Defaults to the client id.
     oidc_audience: str | None = None
+    # Client Swagger UI at /docs signs in with (authorization code + PKCE, no secret): in
+    # production a public (SPA) client whose redirect URI is <API origin>/docs/oauth2-redirect.
+    oidc_docs_client_id: str | None = None
     # Claim that carries the role (`admin` or `doctor`); when absent the `users` table decides.
     oidc_role_claim: str = "role"
     # Claim saying the token's e-mail is verified (`true`, or the string "true"). An invited

@@ -155,7 +155,9 @@ class Supervisor:
 
 
 def identity_provider_argv(port: int) -> list[str]:
-    argv = [venv_binary("oidc-provider-mock"), "--port", str(port)]
+    """oidc-provider-mock with PKCE and CORS for `/docs` (app.dev_oidc_provider); it takes any
+    client id and redirect URI, so the portal's client signs in from `/docs` unregistered."""
+    argv = [sys.executable, "-m", "app.dev_oidc_provider", "--port", str(port)]
     for role, person in DEMO_USERS.items():
         claims = {
             "sub": person["email"],

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api_docs import install_api_docs
 from app.audit.routes import router as audit_router
 from app.cache import TtlCache
 from app.catalog.routes import router as catalog_router
@@ -217,6 +218,9 @@ def create_app() -> FastAPI:
         title="Medical ordering portal",
         version="0.1.0",
         description="Cash-pay medications and perishable supplies: catalog, lots, orders.",
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN; app.api_docs serves /docs.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.state.signed_in_users = TtlCache[str, SignedInUser](settings.signed_in_user_cache_seconds)
@@ -247,6 +251,7 @@ def create_app() -> FastAPI:
     app.include_router(api)
     app.include_router(_public_router())
     app.include_router(checkout_pages)
+    install_api_docs(app, settings)
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,

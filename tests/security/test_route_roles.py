@@ -93,6 +93,9 @@ def test_only_the_expected_routes_are_public(routes: list[Route]) -> None:
             ("GET", "/pay"),
             ("POST", "/pay/verify"),
             ("GET", "/orders/status"),
+            # Swagger UI (the document it shows is public too, at /openapi.json).
+            ("GET", "/docs"),
+            ("GET", "/docs/oauth2-redirect"),
         ]
     )
 
