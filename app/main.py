@@ -16,6 +16,7 @@ from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
+from app.openapi import install_openapi
 from app.orders.routes import router as orders_router
 from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
@@ -195,4 +196,5 @@ def create_app() -> FastAPI:
     app.include_router(_public_router())
     app.include_router(checkout_pages)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    install_openapi(app, guarded_prefix=API_PREFIX, body_methods=BODY_METHODS)
     return app

@@ -16,7 +16,7 @@ from app.actor import Actor, Role
 from app.audit import service as audit
 from app.checkout import service as checkout
 from app.config import get_settings
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
@@ -74,9 +74,9 @@ def _orderable_products(session: Session, product_ids: list[uuid.UUID]) -> dict[
     for product_id in product_ids:
         product = products.get(product_id)
         if product is None:
-            raise Unprocessable(f"product {product_id} does not exist", field="items")
+            raise NotFound("product", product_id)
         if not product.active:
-            raise Unprocessable(f"product {product.sku} is archived", field="items")
+            raise Conflict(f"product {product.sku} is archived", field="items")
     return products
 
 

@@ -4,18 +4,24 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import EmailStr
 
 from app.db import DbSession
+from app.errors import Conflict, DuplicateValue, NotFound, problem_responses
 from app.pagination import Cursor, Limit, Page, page_of
 from app.patients import service
 from app.patients.schemas import PatientCreate, PatientOut
+from app.schemas import EmailAddress
 from app.security import StaffActor
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
 
-@router.post("", response_model=PatientOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=PatientOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(NotFound, Conflict, DuplicateValue),
+)
 def create_patient(data: PatientCreate, actor: StaffActor, session: DbSession) -> PatientOut:
     """Doctors create their own patients; admins name the owning doctor."""
     return service.create_patient(session, actor, data)
@@ -25,7 +31,9 @@ def create_patient(data: PatientCreate, actor: StaffActor, session: DbSession) -
 def find_patients(
     actor: StaffActor,
     session: DbSession,
-    email: Annotated[EmailStr | None, Query(description="Exact e-mail (case-insensitive)")] = None,
+    email: Annotated[
+        EmailAddress | None, Query(description="Exact e-mail (case-insensitive)")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[PatientOut]:

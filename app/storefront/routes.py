@@ -4,6 +4,13 @@ from fastapi import APIRouter, Request, status
 
 from app.checkout import service as checkout
 from app.db import DbSession
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    InsufficientStock,
+    NotFound,
+    problem_responses,
+)
 from app.pagination import Cursor, Limit, Page, page_of
 from app.security import Public
 from app.storefront import service
@@ -21,7 +28,14 @@ def public_products(
     return page_of([p for p, _ in rows], rows, limit, lambda row: (row[1],))
 
 
-@router.post("/orders", response_model=SelfOrderCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/orders",
+    response_model=SelfOrderCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(
+        service.PrescriptionRequired, NotFound, Conflict, DuplicateValue, InsufficientStock
+    ),
+)
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""
     client = request.client.host if request.client else None

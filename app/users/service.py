@@ -43,6 +43,11 @@ def user_fields(user: User) -> dict[str, Any]:
     }
 
 
+# Set in `session.info` when resolving the signed-in user wrote its row (first sign-in or invite
+# link): until that transaction commits, the row is no fact to cache.
+WROTE_SIGNED_IN_USER = "wrote_signed_in_user"
+
+
 def resolve_signed_in_user(
     session: Session,
     *,
@@ -75,6 +80,7 @@ def resolve_signed_in_user(
                 after={"oidc_subject": subject},
             )
             user = invited
+            session.info[WROTE_SIGNED_IN_USER] = True
     if user is None:
         if claimed_role is None or not auto_provision:
             raise Forbidden("you have no portal account; ask an administrator to invite you")
@@ -91,6 +97,7 @@ def resolve_signed_in_user(
             .execution_options(populate_existing=True)
         ).one()
         if inserted is not None:
+            session.info[WROTE_SIGNED_IN_USER] = True
             audit.record(
                 session,
                 via,

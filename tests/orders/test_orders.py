@@ -289,7 +289,7 @@ def test_product_without_any_stock_is_409_with_nothing_available(
 
 
 @pytest.mark.parametrize("which", ["unknown", "archived"])
-def test_ordering_an_unknown_or_archived_product_is_422_and_writes_nothing(
+def test_ordering_an_unknown_or_archived_product_is_404_or_409_and_writes_nothing(
     client: TestClient,
     db: Session,
     admin: Headers,
@@ -315,7 +315,11 @@ def test_ordering_an_unknown_or_archived_product_is_422_and_writes_nothing(
         ORDERS, json=order_body(patient["id"], (product["id"], 1), (target, 1)), headers=doctor
     )
 
-    assert_problem(response, 422, "/problems/validation-error")
+    # Like an unknown patient (404); an archived product conflicts with its state (409).
+    if which == "unknown":
+        assert_problem(response, 404, "/problems/not-found")
+    else:
+        assert_problem(response, 409, "/problems/conflict")
     assert order_row_counts(db) == before
     assert lot_counters(db, lot["id"]) == (10, 0)
 
