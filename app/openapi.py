@@ -121,14 +121,18 @@ def complete_document(
 
 
 # PostgreSQL text cannot hold U+0000, so the API refuses it in every string (`StrictInput`, and
-# `RequestGuard` for the URL); strings with no pattern or format of their own say so here.
+# `RequestGuard` for the URL); strings with no pattern or format of their own say so here. Body
+# strings are stripped of surrounding whitespace before their length is checked, so one that
+# must not be empty must hold a character other than whitespace.
 NO_NUL_PATTERN = "^[^\\u0000]*$"
+NOT_BLANK_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 
 
 def _refuse_nul(node: Any) -> None:
     if isinstance(node, dict):
         if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(node):
-            node["pattern"] = NO_NUL_PATTERN
+            blank_refused = node.get("minLength", 0) > 0
+            node["pattern"] = NOT_BLANK_PATTERN if blank_refused else NO_NUL_PATTERN
         for value in node.values():
             _refuse_nul(value)
     elif isinstance(node, list):

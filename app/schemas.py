@@ -27,6 +27,8 @@ from pydantic_core import core_schema
 
 MAX_QUANTITY = 1_000_000
 MAX_PRICE_CENTS = 100_000_000  # one million dollars: far above any single item
+# The largest order total accepted (ten million dollars), within PostgreSQL's `integer` column.
+MAX_ORDER_TOTAL_CENTS = 1_000_000_000
 
 
 class StrictInput(BaseModel):

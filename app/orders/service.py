@@ -32,6 +32,7 @@ from app.orders.schemas import (
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.patients.service import get_visible_patient
 from app.payments import refunds
+from app.schemas import MAX_ORDER_TOTAL_CENTS
 
 
 def note_context(order_id: uuid.UUID) -> str:
@@ -107,7 +108,15 @@ def _add_items_and_reserve(
     products: dict[uuid.UUID, Product],
 ) -> list[allocation.Reservation]:
     """Price the order from its items and reserve their stock (all or nothing)."""
-    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
+    total = sum(i.quantity * i.unit_price_cents for i in items)
+    if total > MAX_ORDER_TOTAL_CENTS:
+        # The total follows from today's prices, not from the request's shape: a 409.
+        raise Conflict(
+            f"the order's total of {total} cents exceeds the largest order accepted "
+            f"({MAX_ORDER_TOTAL_CENTS} cents)",
+            field="items",
+        )
+    order.total_cents = total
     session.add_all(items)
     session.flush()  # the order (if new) and its items, in one statement per table
     return allocation.reserve(

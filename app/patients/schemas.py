@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.schemas import DateBounds, EmailAddress, StrictInput, days_from_today
 
 PatientName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ().-]{5,23}$")]
+# Ends with a digit or punctuation: bodies are stripped of surrounding spaces before the pattern
+# is checked, so a pattern that allowed them would accept what its document refuses.
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ().-]{4,22}[0-9().-]$")]
 # Checked where the request is validated (a 422 naming the field), for staff and self-orders alike.
 DateOfBirth = Annotated[
     date,
