@@ -7,13 +7,15 @@ them, FastAPI's validation errors and Starlette's HTTP errors the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.logs import redact_path
 
@@ -21,12 +23,17 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "/problems/"
+# OpenAPI extension on a response: the problem `type`s it can carry (see app/openapi.py).
+PROBLEM_TYPES = "x-problem-types"
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 
 
 class PortalError(Exception):
     status: ClassVar[int] = 400
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
+    # Response headers this problem carries, documented in the OpenAPI answer: name -> meaning.
+    response_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -79,6 +86,7 @@ class NotAuthenticated(PortalError):
     status = 401
     slug = "not-authenticated"
     title = "Authentication required"
+    response_headers = {"WWW-Authenticate": "`Bearer` challenge (RFC 6750) with the reason"}
 
     def __init__(self, detail: str, *, error: str = "invalid_token") -> None:
         super().__init__(detail)
@@ -121,6 +129,7 @@ class TooManyRequests(PortalError):
     status = 429
     slug = "rate-limited"
     title = "Too many requests"
+    response_headers = {"Retry-After": "seconds until the client's window has room again"}
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
@@ -133,6 +142,39 @@ class IdentityProviderUnavailable(PortalError):
     status = 503
     slug = "identity-provider-unavailable"
     title = "The identity provider could not be reached"
+
+
+ErrorClass = type[PortalError]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def raises(*errors: ErrorClass) -> Callable[[F], F]:
+    """Declares the problems a dependency can answer with; every route that depends on it
+    documents them (app/openapi.py walks each route's dependencies)."""
+
+    def mark(function: F) -> F:
+        declared: tuple[ErrorClass, ...] = getattr(function, "__portal_problems__", ())
+        function.__portal_problems__ = (*declared, *errors)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def problem_responses(*errors: ErrorClass) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the domain problems it can answer with besides the generic ones
+    (authentication, validation, body limits, unknown ids) that app/openapi.py derives."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        response = responses.setdefault(
+            error.status,
+            {
+                "description": HTTPStatus(error.status).phrase,
+                "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+                PROBLEM_TYPES: [],
+            },
+        )
+        response[PROBLEM_TYPES].append(PROBLEM_BASE + error.slug)
+    return responses
 
 
 def problem(
@@ -170,7 +212,9 @@ _HTTP_SLUGS = {
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(part) for part in loc if part != "body") or "body"
+    # A rule over the whole body (several fields at once) names no field: "" rather than a
+    # made-up field "body", which clients (and fuzzers) would take for a property of that name.
+    return ".".join(str(part) for part in loc if part != "body")
 
 
 async def _portal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -201,7 +245,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"field": _location(err.get("loc", ())), "message": err.get("msg", ""), "code": err["type"]}
         for err in errors
     ]
-    summary = "; ".join(f"{item['field']}: {item['message']}" for item in invalid[:5])
+    summary = "; ".join(
+        f"{item['field']}: {item['message']}" if item["field"] else item["message"]
+        for item in invalid[:5]
+    )
     return problem(
         422,
         Unprocessable.slug,
@@ -219,7 +266,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     title = HTTPStatus(status).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
     headers = dict(exc.headers) if exc.headers else None
+    if status == 405:
+        # Starlette names the methods of the first route of the path only; list them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return problem(status, slug, title, detail, instance=request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.errors import install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
 from app.logs import install_on_every_handler
+from app.openapi import install_openapi
 from app.orders.routes import router as orders_router
 from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
@@ -251,10 +252,12 @@ def create_app() -> FastAPI:
     app.include_router(api)
     app.include_router(_public_router())
     app.include_router(checkout_pages)
-    install_api_docs(app, settings)
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         max_page_body_bytes=settings.max_page_body_bytes,
     )
+    install_openapi(app, guarded_prefix=API_PREFIX, body_methods=BODY_METHODS)
+    # After install_openapi: the docs add the issuer's sign-in to the completed document.
+    install_api_docs(app, settings)
     return app

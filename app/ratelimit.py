@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from app import phi
 from app.config import Settings, get_settings
 from app.db import make_engine
-from app.errors import TooManyRequests
+from app.errors import TooManyRequests, raises
 
 
 class Bucket(StrEnum):
@@ -166,6 +166,7 @@ def rate_limited(bucket: Bucket) -> Any:
     """A route dependency: count the client's request to `bucket`; 429 with `Retry-After` when
     it is over the limit (before the route reads or writes anything)."""
 
+    @raises(TooManyRequests)
     async def check(
         request: Request, transaction: Annotated[CounterTransaction, Depends(counter_transaction)]
     ) -> None:

@@ -34,7 +34,7 @@ from app.actor import Actor, Role
 from app.cache import TtlCache
 from app.config import Settings, get_settings
 from app.db import DbSession
-from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated
+from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated, raises
 from app.users import service as users
 
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
@@ -290,6 +290,7 @@ def email_is_verified(claims: Claims, claim: str) -> bool:
 bearer_scheme = HTTPBearer(auto_error=False, description="OIDC access token")
 
 
+@raises(NotAuthenticated, Forbidden, IdentityProviderUnavailable)
 def current_actor(
     request: Request,
     session: DbSession,
@@ -320,7 +321,10 @@ def current_actor(
             ),
         )
         user = users.SignedInUser.of(row)
-        recent.put(subject, user)
+        # A row written by this request vanishes if the request fails (rolled back): a later
+        # request must not find it in the cache, so only rows read as they stand are cached.
+        if not session.info.pop(users.WROTE_SIGNED_IN_USER, False):
+            recent.put(subject, user)
     return Actor(
         subject=subject,
         role=user.role,
@@ -343,7 +347,7 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[Actor]]:
         return actor
 
     dependency.__portal_roles__ = allowed  # type: ignore[attr-defined]
-    return dependency
+    return raises(Forbidden)(dependency)
 
 
 def public_route() -> None:

@@ -9,7 +9,7 @@ from app.actor import Role
 from app.catalog import service
 from app.catalog.schemas import ProductCreate, ProductOut, ProductRemoval, ProductUpdate
 from app.db import DbSession
-from app.errors import NotFound
+from app.errors import Conflict, DuplicateValue, NotFound, problem_responses
 from app.models import Product
 from app.pagination import Cursor, Limit, Page, page_of
 from app.security import AdminActor, StaffActor
@@ -40,7 +40,12 @@ def list_products(
     return page_of([_out(p, n) for p, n in rows], rows, limit, lambda row: (row[0].sku,))
 
 
-@router.post("", response_model=ProductOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ProductOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(DuplicateValue),
+)
 def create_product(data: ProductCreate, actor: AdminActor, session: DbSession) -> ProductOut:
     product = service.create_product(session, actor, data)
     return _out(product, 0)
@@ -54,7 +59,11 @@ def get_product(product_id: uuid.UUID, actor: StaffActor, session: DbSession) ->
     return _out(*service.product_with_quantity(session, product))
 
 
-@router.patch("/{product_id}", response_model=ProductOut)
+@router.patch(
+    "/{product_id}",
+    response_model=ProductOut,
+    responses=problem_responses(DuplicateValue, Conflict),
+)
 def update_product(
     product_id: uuid.UUID, data: ProductUpdate, actor: AdminActor, session: DbSession
 ) -> ProductOut:
@@ -62,8 +71,18 @@ def update_product(
     return _out(*service.product_with_quantity(session, product))
 
 
-@router.delete("/{product_id}", response_model=ProductRemoval)
+@router.delete(
+    "/{product_id}",
+    response_model=ProductRemoval,
+    response_description=(
+        "`deleted`: the product is gone (its GET answers 404). `archived`: it had lots, whose "
+        "history must stay; it is deactivated and stays readable by admins (GET answers 200 "
+        "with `active: false`), hidden from doctors and the public catalog."
+    ),
+)
 def remove_product(product_id: uuid.UUID, actor: AdminActor, session: DbSession) -> ProductRemoval:
-    """Deletes a product that never had stock; archives (deactivates) one that did."""
+    """Deletes a product that never had stock; archives (deactivates) one that did, because its
+    lots and stock movements keep referring to it. An archived product stays readable by admins
+    after this DELETE and can be restored with `PATCH {"active": true}`."""
     outcome = service.remove_product(session, actor, product_id)
     return ProductRemoval(id=product_id, outcome=outcome)

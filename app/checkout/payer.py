@@ -14,7 +14,7 @@ from app.actor import Actor, Role
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
 from app.db import DbSession
-from app.errors import Forbidden, NotAuthenticated
+from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated, raises
 from app.models import CheckoutLink, Order
 from app.security import bearer_scheme, current_actor
 
@@ -26,6 +26,7 @@ class Payer:
     order_id: uuid.UUID | None = None
 
 
+@raises(NotAuthenticated, Forbidden, IdentityProviderUnavailable)
 def payer(
     request: Request,
     session: DbSession,

@@ -6,6 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from app.db import DbSession
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    InsufficientStock,
+    InvalidStateTransition,
+    problem_responses,
+)
 from app.inventory import repository, service
 from app.inventory.schemas import (
     LotOut,
@@ -33,7 +40,10 @@ def _lot_out(lot: Lot) -> LotOut:
 
 
 @router.post(
-    "/products/{product_id}/lots", response_model=LotOut, status_code=status.HTTP_201_CREATED
+    "/products/{product_id}/lots",
+    response_model=LotOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(Conflict, DuplicateValue),
 )
 def receive_lot(
     product_id: uuid.UUID, data: LotReceive, actor: AdminActor, session: DbSession
@@ -59,7 +69,11 @@ def get_lot(lot_id: uuid.UUID, actor: StaffActor, session: DbSession) -> LotOut:
     return _lot_out(service.get_lot(session, lot_id))
 
 
-@router.post("/lots/{lot_id}/status", response_model=LotOut)
+@router.post(
+    "/lots/{lot_id}/status",
+    response_model=LotOut,
+    responses=problem_responses(InvalidStateTransition),
+)
 def change_lot_status(
     lot_id: uuid.UUID, data: LotStatusChange, actor: AdminActor, session: DbSession
 ) -> LotOut:
@@ -71,6 +85,7 @@ def change_lot_status(
     "/lots/{lot_id}/adjustments",
     response_model=StockMovementOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(InsufficientStock, InvalidStateTransition),
 )
 def adjust_stock(
     lot_id: uuid.UUID, data: StockAdjustment, actor: AdminActor, session: DbSession

@@ -2,11 +2,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from app.schemas import MAX_QUANTITY, Note, Quantity, StrictInput
+from app.schemas import (
+    LAST_DATE,
+    MAX_QUANTITY,
+    DateBounds,
+    Note,
+    Quantity,
+    StrictInput,
+    WholeNumber,
+    days_from_today,
+)
 
 LotNumber = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$", max_length=64)
@@ -18,11 +34,16 @@ AdjustmentReason = Literal["damaged", "count_correction", "returned", "expired",
 REASONS_THAT_REMOVE = {"damaged", "expired"}
 REASONS_THAT_ADD = {"returned"}
 
+ExpirationDate = Annotated[
+    date, DateBounds(days_from_today(1), LAST_DATE, "expiration_date must be after today")
+]
+
 
 class LotReceive(StrictInput):
     lot_number: LotNumber
-    expiration_date: date | None = Field(
-        default=None, description="Required for perishable products; must be in the future"
+    expiration_date: ExpirationDate | None = Field(
+        default=None,
+        description="After today (UTC); required for a perishable product (omitted: 409)",
     )
     quantity: Quantity
 
@@ -47,15 +68,46 @@ class LotStatusChange(StrictInput):
     reason: Note
 
 
+def _not_zero(delta: int) -> int:
+    if delta == 0:
+        raise ValueError("delta must not be zero")
+    return delta
+
+
+def _when_reason(reasons: set[str], then: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"reason": {"enum": sorted(reasons)}}, "required": ["reason"]},
+        "then": then,
+    }
+
+
+def _document_adjustment_rules(schema: dict[str, Any]) -> None:
+    # The cross-field rules of `_direction_matches_reason`, in the schema clients are built from.
+    schema["properties"]["delta"]["not"] = {"const": 0}
+    schema["allOf"] = [
+        _when_reason(REASONS_THAT_REMOVE, {"properties": {"delta": {"maximum": -1}}}),
+        _when_reason(REASONS_THAT_ADD, {"properties": {"delta": {"minimum": 1}}}),
+        _when_reason({"other"}, {"required": ["note"], "properties": {"note": {"type": "string"}}}),
+    ]
+
+
 class StockAdjustment(StrictInput):
-    delta: Annotated[int, Field(strict=True, ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+    """A counted correction: never zero; `damaged` and `expired` remove stock, `returned` adds
+    it; `other` needs a note."""
+
+    model_config = ConfigDict(json_schema_extra=_document_adjustment_rules)
+
+    delta: Annotated[
+        int,
+        Field(strict=True, ge=-MAX_QUANTITY, le=MAX_QUANTITY),
+        WholeNumber,
+        AfterValidator(_not_zero),
+    ]
     reason: AdjustmentReason
     note: Note | None = None
 
     @model_validator(mode="after")
     def _direction_matches_reason(self) -> StockAdjustment:
-        if self.delta == 0:
-            raise ValueError("delta must not be zero")
         if self.reason in REASONS_THAT_REMOVE and self.delta > 0:
             raise ValueError(f"an adjustment for reason '{self.reason}' must be negative")
         if self.reason in REASONS_THAT_ADD and self.delta < 0:

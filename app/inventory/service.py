@@ -24,7 +24,6 @@ from app.errors import (
     InsufficientStock,
     InvalidStateTransition,
     NotFound,
-    Unprocessable,
 )
 from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
@@ -90,12 +89,10 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
     if not product.active:
         raise Conflict(f"product {product.sku} is archived; restore it before receiving stock")
     if product.perishable and data.expiration_date is None:
-        raise Unprocessable(
-            "expiration_date is required for a perishable product", field="expiration_date"
-        )
-    if data.expiration_date is not None and data.expiration_date <= repository.today():
-        raise Unprocessable(
-            f"expiration_date {data.expiration_date} is not in the future",
+        # The product's state decides (409); an expiration date not after today is already
+        # refused by the request's validation (422).
+        raise Conflict(
+            f"product {product.sku} is perishable: its lots need an expiration_date",
             field="expiration_date",
         )
     duplicate = session.scalar(

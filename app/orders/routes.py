@@ -7,6 +7,13 @@ from fastapi import APIRouter, Query, status
 
 from app.checkout import service as checkout
 from app.db import DbSession
+from app.errors import (
+    Conflict,
+    InsufficientStock,
+    InvalidStateTransition,
+    NotFound,
+    problem_responses,
+)
 from app.models.order import CancellationReason
 from app.orders import service, state
 from app.orders.schemas import (
@@ -25,7 +32,12 @@ from app.security import AdminActor, StaffActor
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
-@router.post("", response_model=OrderCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=OrderCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(NotFound, InsufficientStock, Conflict),
+)
 def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> OrderCreated:
     """Order for a patient: prices captured now, stock reserved first-expiry-first-out.
 
@@ -60,7 +72,11 @@ def get_order(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> Ord
     return service.order_view(session, actor, order, audit_read=True)
 
 
-@router.patch("/{order_id}", response_model=OrderOut)
+@router.patch(
+    "/{order_id}",
+    response_model=OrderOut,
+    responses=problem_responses(InsufficientStock, InvalidStateTransition, Conflict),
+)
 def edit_order(
     order_id: uuid.UUID, data: OrderEdit, actor: StaffActor, session: DbSession
 ) -> OrderOut:
@@ -69,7 +85,11 @@ def edit_order(
     return service.order_view(session, actor, order)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderOut)
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderOut,
+    responses=problem_responses(InvalidStateTransition),
+)
 def cancel_order(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession, data: OrderCancel | None = None
 ) -> OrderOut:
@@ -83,7 +103,10 @@ def cancel_order(
 
 
 @router.post(
-    "/{order_id}/checkout-link", response_model=CheckoutLinkOut, status_code=status.HTTP_201_CREATED
+    "/{order_id}/checkout-link",
+    response_model=CheckoutLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(InvalidStateTransition),
 )
 def issue_checkout_link(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession
@@ -104,7 +127,11 @@ def revoke_checkout_links(order_id: uuid.UUID, actor: StaffActor, session: DbSes
     checkout.revoke_links(session, actor, order)
 
 
-@router.post("/{order_id}/fulfil", response_model=OrderOut)
+@router.post(
+    "/{order_id}/fulfil",
+    response_model=OrderOut,
+    responses=problem_responses(InvalidStateTransition),
+)
 def fulfil_order(order_id: uuid.UUID, actor: AdminActor, session: DbSession) -> OrderOut:
     """Ship a paid order: its reserved units leave stock."""
     order = service.fulfil_order(session, actor, order_id)

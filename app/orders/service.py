@@ -17,7 +17,7 @@ from app.actor import Actor, Role
 from app.audit import service as audit
 from app.checkout import service as checkout
 from app.config import get_settings
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
@@ -34,6 +34,7 @@ from app.orders.schemas import (
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.patients.service import get_visible_patient
 from app.payments import refunds
+from app.schemas import MAX_ORDER_TOTAL_CENTS
 
 
 def note_context(order_id: uuid.UUID) -> str:
@@ -81,9 +82,9 @@ def _orderable_products(session: Session, product_ids: list[uuid.UUID]) -> dict[
     for product_id in product_ids:
         product = products.get(product_id)
         if product is None:
-            raise Unprocessable(f"product {product_id} does not exist", field="items")
+            raise NotFound("product", product_id)
         if not product.active:
-            raise Unprocessable(f"product {product.sku} is archived", field="items")
+            raise Conflict(f"product {product.sku} is archived", field="items")
     return products
 
 
@@ -114,7 +115,15 @@ def _add_items_and_reserve(
     products: dict[uuid.UUID, Product],
 ) -> list[allocation.Reservation]:
     """Price the order from its items and reserve their stock (all or nothing)."""
-    order.total_cents = sum(i.quantity * i.unit_price_cents for i in items)
+    total = sum(i.quantity * i.unit_price_cents for i in items)
+    if total > MAX_ORDER_TOTAL_CENTS:
+        # The total follows from today's prices, not from the request's shape: a 409.
+        raise Conflict(
+            f"the order's total of {total} cents exceeds the largest order accepted "
+            f"({MAX_ORDER_TOTAL_CENTS} cents)",
+            field="items",
+        )
+    order.total_cents = total
     session.add_all(items)
     session.flush()  # the order (if new) and its items, in one statement per table
     return allocation.reserve(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, tuple_
 
 from app.db import DbSession
+from app.errors import InvalidStateTransition, problem_responses
 from app.models import OutboxMessage
 from app.outbox import service
 from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
@@ -54,7 +55,11 @@ def list_messages(
     return page_of(items, rows, limit, lambda m: (m.created_at.isoformat(), m.id))
 
 
-@router.post("/{message_id}/resend", response_model=OutboxMessageOut)
+@router.post(
+    "/{message_id}/resend",
+    response_model=OutboxMessageOut,
+    responses=problem_responses(InvalidStateTransition),
+)
 def resend(message_id: uuid.UUID, actor: AdminActor, session: DbSession) -> OutboxMessageOut:
     """Put a dead-lettered message back in the queue."""
     return OutboxMessageOut.model_validate(service.resend(session, actor, message_id))

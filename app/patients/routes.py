@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request, status
 
 from app.db import DbSession
-from app.errors import PhiInUrl
+from app.errors import Conflict, DuplicateValue, NotFound, PhiInUrl, problem_responses, raises
 from app.pagination import Cursor, Limit, Page, page_of
 from app.patients import service
 from app.patients.schemas import PatientCreate, PatientOut, PatientSearch
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/patients", tags=["patients"])
 PHI_QUERY_PARAMETERS = frozenset({"email", "name", "phone", "date_of_birth"})
 
 
+@raises(PhiInUrl)
 def _no_phi_in_query(request: Request) -> None:
     sent = {key.lower() for key in request.query_params}
     if sent & PHI_QUERY_PARAMETERS:
@@ -26,7 +27,12 @@ def _no_phi_in_query(request: Request) -> None:
         )
 
 
-@router.post("", response_model=PatientOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=PatientOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(NotFound, Conflict, DuplicateValue),
+)
 def create_patient(data: PatientCreate, actor: StaffActor, session: DbSession) -> PatientOut:
     """Doctors create their own patients; admins name the owning doctor."""
     return service.create_patient(session, actor, data)

@@ -4,35 +4,39 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas import StrictInput
+from app.schemas import DateBounds, EmailAddress, StrictInput, days_from_today
 
 PatientName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ().-]{5,23}$")]
+# Ends with a digit or punctuation: bodies are stripped of surrounding spaces before the pattern
+# is checked, so a pattern that allowed them would accept what its document refuses.
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ().-]{4,22}[0-9().-]$")]
+# Checked where the request is validated (a 422 naming the field), for staff and self-orders alike.
+DateOfBirth = Annotated[
+    date,
+    DateBounds(
+        date(1900, 1, 1), days_from_today(-1), "date_of_birth must be a past date, 1900 or later"
+    ),
+]
 
 
 class PatientCreate(StrictInput):
     name: PatientName
-    email: EmailStr
+    email: EmailAddress
     phone: Phone
-    date_of_birth: date
+    date_of_birth: DateOfBirth
     doctor_id: uuid.UUID | None = Field(
-        default=None, description="Admins: the doctor who owns the patient. Doctors: omit."
+        default=None,
+        description=(
+            "Admins: the active doctor who owns the patient (omitted: 403; unknown: 404; "
+            "deactivated: 409). Doctors: omit it or send their own id (another doctor's: 403)."
+        ),
     )
-
-    @field_validator("date_of_birth")
-    @classmethod
-    def _plausible_birth_date(cls, value: date) -> date:
-        if value >= date.today():
-            raise ValueError("date_of_birth must be in the past")
-        if value.year < 1900:
-            raise ValueError("date_of_birth must be after 1900")
-        return value
 
 
 class PatientSearch(StrictInput):
-    email: EmailStr = Field(description="Exact e-mail (case-insensitive)")
+    email: EmailAddress = Field(description="Exact e-mail (case-insensitive)")
 
 
 class PatientOut(BaseModel):

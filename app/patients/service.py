@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app import phi
 from app.actor import Actor, Role
 from app.audit import service as audit
-from app.errors import DuplicateValue, NotFound, Unprocessable
+from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
 from app.models import Patient, User
 from app.models.patient import PHI_FIELDS
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
@@ -47,15 +47,19 @@ def get_visible_patient(
 
 
 def _owner_for(session: Session, actor: Actor, requested: uuid.UUID | None) -> uuid.UUID | None:
+    # Who may own the patient depends on the caller's role, which no request schema can say:
+    # a role-dependent refusal is a 403, a doctor that does not exist a 404, a deactivated one 409.
     if actor.role == Role.DOCTOR:
         if requested is not None and requested != actor.user_id:
-            raise Unprocessable("doctors create patients for themselves; omit doctor_id")
+            raise Forbidden("doctors create patients for themselves; omit doctor_id")
         return actor.user_id
     if requested is None:
-        raise Unprocessable("doctor_id is required: the doctor who owns the patient")
+        raise Forbidden("admins create patients for a doctor: name the owner in doctor_id")
     doctor = session.get(User, requested)
-    if doctor is None or doctor.role != Role.DOCTOR.value or not doctor.active:
-        raise Unprocessable(f"{requested} is not an active doctor", field="doctor_id")
+    if doctor is None or doctor.role != Role.DOCTOR.value:
+        raise NotFound("doctor", requested)
+    if not doctor.active:
+        raise Conflict(f"doctor {requested} is deactivated", field="doctor_id")
     return doctor.id
 
 

@@ -8,7 +8,13 @@ from sqlalchemy import select, tuple_
 
 from app.checkout.payer import PayerDep
 from app.db import DbSession
-from app.errors import NotFound, Unprocessable
+from app.errors import (
+    Conflict,
+    InvalidStateTransition,
+    NotFound,
+    Unprocessable,
+    problem_responses,
+)
 from app.models import Order, Payment
 from app.orders.service import get_visible_order
 from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
@@ -19,7 +25,13 @@ from app.security import AdminActor, Public
 router = APIRouter(prefix="/payments", tags=["payments"])
 
 
-@router.post("/create-intent", response_model=IntentOut)
+@router.post(
+    "/create-intent",
+    response_model=IntentOut,
+    responses=problem_responses(
+        NotFound, InvalidStateTransition, Conflict, service.PaymentProviderUnavailable
+    ),
+)
 def create_intent(payer: PayerDep, session: DbSession, data: IntentRequest) -> IntentOut:
     """Create (or reuse) the Stripe PaymentIntent for a pending order's current total.
 
@@ -43,7 +55,12 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-@router.post("/webhook", response_model=WebhookAck, dependencies=[Public])
+@router.post(
+    "/webhook",
+    response_model=WebhookAck,
+    dependencies=[Public],
+    responses=problem_responses(service.InvalidWebhook),
+)
 def stripe_webhook(
     body: Annotated[bytes, Depends(raw_body)],
     session: DbSession,

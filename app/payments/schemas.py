@@ -2,13 +2,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from app.schemas import StrictInput
 
 
+def _order_id_required(schema: dict[str, Any]) -> None:
+    # The document describes bearer-token callers, who must name the order. The patient's
+    # checkout page (a cookie, outside the document) may send `{}`: its link names the order.
+    schema["required"] = ["order_id"]
+    schema["properties"]["order_id"] = {
+        "type": "string",
+        "format": "uuid",
+        "title": "Order Id",
+        "description": "The pending order to pay",
+    }
+
+
 class IntentRequest(StrictInput):
+    model_config = ConfigDict(json_schema_extra=_order_id_required)
+
     order_id: uuid.UUID | None = None
 
 

@@ -4,6 +4,13 @@ from fastapi import APIRouter, Request, status
 
 from app.checkout import service as checkout
 from app.db import DbSession
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    InsufficientStock,
+    NotFound,
+    problem_responses,
+)
 from app.pagination import Cursor, Limit, Page, page_of
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
@@ -31,6 +38,9 @@ def public_products(
     response_model=SelfOrderCreated,
     status_code=status.HTTP_201_CREATED,
     dependencies=[rate_limited(Bucket.SELF_ORDER)],
+    responses=problem_responses(
+        service.PrescriptionRequired, NotFound, Conflict, DuplicateValue, InsufficientStock
+    ),
 )
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""

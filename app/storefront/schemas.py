@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, Field
 
-from app.patients.schemas import PatientName, Phone
-from app.schemas import StrictInput
+from app.patients.schemas import DateOfBirth, PatientName, Phone
+from app.schemas import EmailAddress, StrictInput, WholeNumber
 
-SelfOrderQuantity = Annotated[int, Field(strict=True, ge=1, le=10)]
+SelfOrderQuantity = Annotated[int, Field(strict=True, ge=1, le=10), WholeNumber]
 
 
 class PublicProduct(BaseModel):
@@ -30,9 +30,9 @@ class SelfOrderLine(StrictInput):
 class SelfOrderCreate(StrictInput):
     items: list[SelfOrderLine] = Field(min_length=1, max_length=10)
     name: PatientName
-    email: EmailStr
+    email: EmailAddress
     phone: Phone
-    date_of_birth: date
+    date_of_birth: DateOfBirth
 
 
 class SelfOrderCreated(BaseModel):

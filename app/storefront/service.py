@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.actor import Actor
 from app.catalog.service import list_products
 from app.config import get_settings
-from app.errors import InsufficientStock, Unprocessable
+from app.errors import Forbidden, InsufficientStock
 from app.models import Order, Product
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
@@ -19,6 +19,14 @@ from app.patients.schemas import PatientCreate
 from app.storefront.schemas import PublicProduct, SelfOrderCreate
 
 SELF_ORDER = Actor.system("self-order")
+
+
+class PrescriptionRequired(Forbidden):
+    """A prescription product in a self-order: only a doctor may order it (a 403, because the
+    same request is valid from a doctor; the schema cannot tell prescription products apart)."""
+
+    slug = "prescription-required"
+    title = "Only a doctor can order this product"
 
 
 def public_products(
@@ -51,7 +59,7 @@ def place_self_order(session: Session, data: SelfOrderCreate, client_address: st
         select(Product.sku).where(Product.id.in_(product_ids), Product.requires_prescription)
     ).all()
     if prescription:
-        raise Unprocessable(
+        raise PrescriptionRequired(
             "prescription products can only be ordered by a doctor: " + ", ".join(prescription),
             field="items",
         )

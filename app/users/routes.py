@@ -5,6 +5,7 @@ import uuid
 from fastapi import APIRouter, Request, status
 
 from app.db import DbSession
+from app.errors import Conflict, DuplicateValue, problem_responses
 from app.models import User
 from app.pagination import Cursor, Limit, Page, page_of
 from app.security import AdminActor, StaffActor
@@ -40,12 +41,22 @@ def list_users(
     return page_of([_out(u) for u in rows], rows, limit, lambda u: (u.created_at.isoformat(), u.id))
 
 
-@router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(DuplicateValue),
+)
 def invite_user(data: UserInvite, actor: AdminActor, session: DbSession) -> UserOut:
     return _out(service.invite_user(session, actor, data))
 
 
-@router.patch("/{user_id}", response_model=UserOut)
+# `:uuid` so that `/users/me` is not taken for a user id (PATCH /users/me: 405, not 422).
+@router.patch(
+    "/{user_id:uuid}",
+    response_model=UserOut,
+    responses=problem_responses(Conflict),
+)
 def update_user(
     user_id: uuid.UUID, data: UserUpdate, actor: AdminActor, session: DbSession, request: Request
 ) -> UserOut:

@@ -4,7 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import EmailAddress, StrictInput
 
 RoleName = Literal["admin", "doctor"]
 
@@ -21,17 +23,13 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class UserInvite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    email: EmailStr
+class UserInvite(StrictInput):
+    email: EmailAddress
     role: RoleName
     full_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserUpdate(StrictInput):
     role: RoleName | None = None
-    active: bool | None = None
+    active: bool | None = Field(default=None, strict=True)
     full_name: str | None = Field(default=None, min_length=1, max_length=200)

@@ -50,6 +50,11 @@ def user_fields(user: User) -> dict[str, Any]:
     }
 
 
+# Set in `session.info` when resolving the signed-in user wrote its row (first sign-in or invite
+# link): until that transaction commits, the row is no fact to cache.
+WROTE_SIGNED_IN_USER = "wrote_signed_in_user"
+
+
 def resolve_signed_in_user(
     session: Session,
     *,
@@ -92,6 +97,7 @@ def resolve_signed_in_user(
                 after={"oidc_subject": subject},
             )
             user = holder
+            session.info[WROTE_SIGNED_IN_USER] = True
     if user is None:
         if claimed_role is None or not auto_provision:
             raise Forbidden("you have no portal account; ask an administrator to invite you")
@@ -111,6 +117,7 @@ def resolve_signed_in_user(
         if user is None:
             raise EmailAlreadyLinked(_EMAIL_ALREADY_LINKED)
         if inserted is not None:
+            session.info[WROTE_SIGNED_IN_USER] = True
             audit.record(
                 session,
                 via,

@@ -104,7 +104,7 @@ def test_receiving_a_lot_puts_its_quantity_on_hand_and_writes_a_receipt_movement
     ] == (40)
 
 
-def test_perishable_lot_without_expiration_date_is_422_and_not_received(
+def test_perishable_lot_without_expiration_date_is_409_and_not_received(
     client: TestClient, db: Session, admin: Headers, perishable_product: Json
 ) -> None:
     before = row_counts(db)
@@ -115,7 +115,8 @@ def test_perishable_lot_without_expiration_date_is_422_and_not_received(
         headers=admin,
     )
 
-    body = assert_problem(response, 422, "/problems/validation-error")
+    # The product's state decides, not the request's shape: 409, naming the field.
+    body = assert_problem(response, 409, "/problems/conflict")
     assert body["field"] == "expiration_date"
     assert row_counts(db) == before
 
@@ -136,7 +137,7 @@ def test_lot_expiring_today_or_earlier_is_422_and_not_received(
     )
 
     body = assert_problem(response, 422, "/problems/validation-error")
-    assert body["field"] == "expiration_date"
+    assert [error["field"] for error in body["errors"]] == ["expiration_date"]
     assert row_counts(db) == before
 
 

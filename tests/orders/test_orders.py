@@ -289,8 +289,27 @@ def test_product_without_any_stock_is_409_with_nothing_available(
     assert (body["sku"], body["requested"], body["available"]) == (product["sku"], 1, 0)
 
 
+def test_an_order_total_beyond_the_largest_accepted_is_409_and_writes_nothing(
+    client: TestClient, db: Session, admin: Headers, doctor: Headers, patient: Json
+) -> None:
+    # 100 units at one million dollars: the total does not fit an order (it answered 500).
+    expensive = create_product(client, admin, price_cents=100_000_000)
+    lot = receive_lot(client, admin, expensive["id"], 100)
+    user_id(client, doctor)
+    before = order_row_counts(db)
+
+    response = client.post(
+        ORDERS, json=order_body(patient["id"], (expensive["id"], 100)), headers=doctor
+    )
+
+    body = assert_problem(response, 409, "/problems/conflict")
+    assert "largest order" in body["detail"]
+    assert order_row_counts(db) == before
+    assert lot_counters(db, lot["id"]) == (100, 0)
+
+
 @pytest.mark.parametrize("which", ["unknown", "archived"])
-def test_ordering_an_unknown_or_archived_product_is_422_and_writes_nothing(
+def test_ordering_an_unknown_or_archived_product_is_404_or_409_and_writes_nothing(
     client: TestClient,
     db: Session,
     admin: Headers,
@@ -316,7 +335,11 @@ def test_ordering_an_unknown_or_archived_product_is_422_and_writes_nothing(
         ORDERS, json=order_body(patient["id"], (product["id"], 1), (target, 1)), headers=doctor
     )
 
-    assert_problem(response, 422, "/problems/validation-error")
+    # Like an unknown patient (404); an archived product conflicts with its state (409).
+    if which == "unknown":
+        assert_problem(response, 404, "/problems/not-found")
+    else:
+        assert_problem(response, 409, "/problems/conflict")
     assert order_row_counts(db) == before
     assert lot_counters(db, lot["id"]) == (10, 0)
 

@@ -345,7 +345,8 @@ def test_a_change_made_by_another_process_applies_within_the_cache_time(
     made elsewhere (another worker, SQL) applies when that runs out, or at once with 0."""
     app.state.signed_in_users = TtlCache(cache_seconds)
     doctor = auth("doctor", sub="doc-changed-elsewhere")
-    user_id = client.get(ME, headers=doctor).json()["id"]
+    user_id = client.get(ME, headers=doctor).json()["id"]  # provisions the row (not cached)
+    assert client.get(ME, headers=doctor).status_code == 200  # reads and caches it
     db.execute(update(User).where(User.id == uuid.UUID(user_id)).values(active=False))
     db.flush()
 
@@ -454,3 +455,23 @@ def test_an_id_token_is_not_accepted_as_an_access_token(client, jwt_issuer) -> N
     response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert "ID token" in response.json()["detail"]
+
+
+def test_a_user_provisioned_by_a_request_that_failed_is_not_kept_in_the_cache(
+    client: TestClient, auth: Auth
+) -> None:
+    """The first request of a new user writes its row; when that request fails, the row is
+    rolled back, so the process must not remember it (GET /users/me answered 404, and writes
+    naming the user broke, until the cache ran out)."""
+    doctor = auth("doctor", sub="doc-first-request-fails")
+    missing_patient = {
+        "patient_id": str(uuid.uuid4()),
+        "items": [{"product_id": str(uuid.uuid4()), "quantity": 1}],
+    }
+
+    failed = client.post("/api/v1/orders", json=missing_patient, headers=doctor)
+    assert failed.status_code == 404, failed.text
+
+    me = client.get(ME, headers=doctor)
+    assert me.status_code == 200, me.text
+    assert me.json()["role"] == "doctor"

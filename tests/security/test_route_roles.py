@@ -53,7 +53,9 @@ def api_routes(app: FastAPI) -> list[Route]:
             continue
         # The effective dependant carries dependencies added by `include_router(...)` too.
         dependant = getattr(rc, "dependant", None) or rc.original_route.dependant
-        found.append(Route(str(rc.path), frozenset(rc.methods or ()), dependant))
+        # `{user_id:uuid}` is `{user_id}` in the OpenAPI document.
+        path = re.sub(r"{(\w+):\w+}", r"{\1}", str(rc.path))
+        found.append(Route(path, frozenset(rc.methods or ()), dependant))
     return found
 
 

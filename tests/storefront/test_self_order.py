@@ -101,7 +101,9 @@ def test_prescription_products_cannot_be_self_ordered_and_nothing_is_written(
         },
     )
 
-    assert response.status_code == 422
+    # The same order is valid from a doctor: a refusal for who is asking, 403.
+    assert response.status_code == 403
+    assert response.json()["type"] == "/problems/prescription-required"
     assert "RX-5" in response.json()["detail"]
     after = [db.scalar(select(func.count()).select_from(t)) for t in (Order, Patient, AuditEntry)]
     assert after == counts
@@ -218,3 +220,28 @@ def test_a_doctors_patient_is_never_matched_by_a_self_order(
     assert str(patient.id) != owned.json()["id"] and patient.doctor_id is None
     assert _sealed(db, owned.json()["id"]) == stored
     assert owned.json()["id"] not in str(answer)
+
+
+def test_self_order_with_a_future_date_of_birth_is_422_naming_the_field_and_writes_nothing(
+    client: TestClient, admin: Headers, db: Session
+) -> None:
+    product = _product(client, admin, "OTC-7", rx=False, units=5)
+    counts = [db.scalar(select(func.count()).select_from(t)) for t in (Order, Patient, AuditEntry)]
+
+    response = client.post(
+        "/api/v1/public/orders",
+        json={
+            "items": [{"product_id": product["id"], "quantity": 1}],
+            **PERSON,
+            "date_of_birth": "2999-01-01",
+        },
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "/problems/validation-error"
+    assert [error["field"] for error in problem["errors"]] == ["date_of_birth"]
+    assert "past date" in problem["detail"]
+    after = [db.scalar(select(func.count()).select_from(t)) for t in (Order, Patient, AuditEntry)]
+    assert after == counts
