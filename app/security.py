@@ -34,7 +34,14 @@ from app.actor import Actor, Role
 from app.cache import TtlCache
 from app.config import Settings, get_settings
 from app.db import DbSession
-from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated, raises
+from app.errors import (
+    EmailAlreadyLinked,
+    EmailNotVerified,
+    Forbidden,
+    IdentityProviderUnavailable,
+    NotAuthenticated,
+    raises,
+)
 from app.users import service as users
 
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
@@ -290,7 +297,9 @@ def email_is_verified(claims: Claims, claim: str) -> bool:
 bearer_scheme = HTTPBearer(auto_error=False, description="OIDC access token")
 
 
-@raises(NotAuthenticated, Forbidden, IdentityProviderUnavailable)
+@raises(
+    NotAuthenticated, Forbidden, EmailNotVerified, EmailAlreadyLinked, IdentityProviderUnavailable
+)
 def current_actor(
     request: Request,
     session: DbSession,

@@ -128,3 +128,24 @@ def test_the_api_answers_as_its_openapi_document_says(
         )
     assert totals.cases > 200, "schemathesis generated suspiciously few cases"
     assert not totals.failures + totals.errors, "\n\n".join(totals.failures + totals.errors)
+
+
+# Answers that no operation declares on purpose: any route can fail unexpectedly (500), and
+# 405/406 come from the framework, not from an operation.
+UNDECLARED_PROBLEMS = {"internal-error", "method-not-allowed", "not-acceptable"}
+
+
+def test_every_problem_type_the_api_can_answer_is_documented_on_an_operation(app: Any) -> None:
+    """A new error class that no route lists (`problem_responses`) or no dependency declares
+    (`raises`) would be an answer a generated client cannot expect."""
+    from app.errors import problem_catalogue
+
+    documented = {
+        problem_type.removeprefix("/problems/")
+        for item in app.openapi()["paths"].values()
+        for operation in item.values()
+        for response in operation.get("responses", {}).values()
+        for problem_type in response.get("x-problem-types", [])
+    }
+
+    assert set(problem_catalogue()) - UNDECLARED_PROBLEMS - documented == set()

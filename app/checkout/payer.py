@@ -14,7 +14,14 @@ from app.actor import Actor, Role
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
 from app.db import DbSession
-from app.errors import Forbidden, IdentityProviderUnavailable, NotAuthenticated, raises
+from app.errors import (
+    EmailAlreadyLinked,
+    EmailNotVerified,
+    Forbidden,
+    IdentityProviderUnavailable,
+    NotAuthenticated,
+    raises,
+)
 from app.models import CheckoutLink, Order
 from app.security import bearer_scheme, current_actor
 
@@ -26,7 +33,9 @@ class Payer:
     order_id: uuid.UUID | None = None
 
 
-@raises(NotAuthenticated, Forbidden, IdentityProviderUnavailable)
+@raises(
+    NotAuthenticated, Forbidden, EmailNotVerified, EmailAlreadyLinked, IdentityProviderUnavailable
+)
 def payer(
     request: Request,
     session: DbSession,

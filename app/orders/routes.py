@@ -15,6 +15,7 @@ from app.errors import (
     problem_responses,
 )
 from app.models.order import CancellationReason
+from app.notifications.service import InvalidRecipient
 from app.orders import service, state
 from app.orders.schemas import (
     CheckoutLinkOut,
@@ -36,7 +37,7 @@ router = APIRouter(prefix="/orders", tags=["orders"])
     "",
     response_model=OrderCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(NotFound, InsufficientStock, Conflict),
+    responses=problem_responses(NotFound, InsufficientStock, Conflict, InvalidRecipient),
 )
 def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> OrderCreated:
     """Order for a patient: prices captured now, stock reserved first-expiry-first-out.
@@ -88,7 +89,7 @@ def edit_order(
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses=problem_responses(InvalidStateTransition),
+    responses=problem_responses(InvalidStateTransition, InvalidRecipient),
 )
 def cancel_order(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession, data: OrderCancel | None = None
@@ -106,7 +107,7 @@ def cancel_order(
     "/{order_id}/checkout-link",
     response_model=CheckoutLinkOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(InvalidStateTransition),
+    responses=problem_responses(InvalidStateTransition, InvalidRecipient),
 )
 def issue_checkout_link(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession
@@ -130,9 +131,12 @@ def revoke_checkout_links(order_id: uuid.UUID, actor: StaffActor, session: DbSes
 @router.post(
     "/{order_id}/fulfil",
     response_model=OrderOut,
-    responses=problem_responses(InvalidStateTransition),
+    responses=problem_responses(
+        InvalidStateTransition, service.PaymentRefunded, service.PaymentDisputed
+    ),
 )
 def fulfil_order(order_id: uuid.UUID, actor: AdminActor, session: DbSession) -> OrderOut:
-    """Ship a paid order: its reserved units leave stock."""
+    """Ship a paid order: its reserved units leave stock. A payment refunded in full or
+    disputed stops it (409 `/problems/payment-refunded`, `/problems/payment-disputed`)."""
     order = service.fulfil_order(session, actor, order_id)
     return service.order_view(session, actor, order)

@@ -11,6 +11,7 @@ from app.errors import (
     NotFound,
     problem_responses,
 )
+from app.notifications.service import InvalidRecipient
 from app.pagination import Cursor, Limit, Page, page_of
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
@@ -39,7 +40,12 @@ def public_products(
     status_code=status.HTTP_201_CREATED,
     dependencies=[rate_limited(Bucket.SELF_ORDER)],
     responses=problem_responses(
-        service.PrescriptionRequired, NotFound, Conflict, DuplicateValue, InsufficientStock
+        service.PrescriptionRequired,
+        NotFound,
+        Conflict,
+        DuplicateValue,
+        InsufficientStock,
+        InvalidRecipient,
     ),
 )
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
