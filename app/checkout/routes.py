@@ -17,6 +17,7 @@ from app.checkout.service import COOKIE_NAME, LinkState
 from app.config import get_settings
 from app.db import DbSession
 from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
+from app.notifications.templates import order_reference
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
@@ -147,7 +148,7 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         request,
         "pay.html",
         title="Pay for your order",
-        reference=str(order.id)[:8].upper(),
+        reference=order_reference(order.id),
         items=[
             {
                 "name": name,
@@ -229,7 +230,7 @@ def order_status(request: Request, session: DbSession, cookie: CookieValue = Non
         request,
         "status.html",
         title=headline,
-        reference=str(order.id)[:8].upper(),
+        reference=order_reference(order.id),
         headline=headline,
         explanation=explanation,
         tone=tone,

@@ -33,17 +33,20 @@ class Rendered:
 
 
 def order_reference(order_id: uuid.UUID) -> str:
-    """The short reference a patient sees: the first 8 characters of the order id."""
-    return str(order_id)[:8]
+    """The short reference a patient sees, in messages and on the pages alike: the first 8
+    characters of the order id, upper case."""
+    return str(order_id)[:8].upper()
 
 
-_REFERENCE = re.compile(r"[0-9a-f]{8}")
+_REFERENCE = re.compile(r"[0-9A-F]{8}")
 _UNSAFE_IN_URL = re.compile(r"[\s<>\"'\\\x00-\x1f\x7f]")
 
 
 def _reference(value: str) -> str:
     if not _REFERENCE.fullmatch(value):
-        raise TemplateError("order_reference must be the first 8 characters of the order id")
+        raise TemplateError(
+            "order_reference must be the first 8 characters of the order id, upper case"
+        )
     return value
 
 

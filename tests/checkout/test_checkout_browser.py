@@ -283,7 +283,7 @@ def test_a_patient_pays_by_card_on_a_phone_and_the_webhook_marks_the_order_paid(
             email.message_from_bytes(m.read_bytes(), policy=policy.default) for m in sink.messages()
         ]
     assert "2 delivered" in report, report
-    reference = order["id"][:8]
+    reference = order["id"][:8].upper()  # as the pages write it
     by_subject = {str(m["Subject"]): m for m in mails}
     assert set(by_subject) == {
         f"Your order {reference} is ready for payment",

@@ -59,7 +59,7 @@ def test_a_new_order_emails_the_patient_their_payment_link(
     assert str(message["To"]) == patient["email"]
     body = message.get_body(preferencelist=("plain",))
     assert body is not None and "/pay/" in body.get_content()
-    assert order["id"][:8] in body.get_content()
+    assert order["id"][:8].upper() in body.get_content()
 
 
 def test_a_reissued_link_is_emailed_again(

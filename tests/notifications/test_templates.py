@@ -27,7 +27,7 @@ from tests.patients.factories import Headers, Json, create_patient
 
 BASE = "http://127.0.0.1:8000"
 ORDER_ID = uuid.UUID("3f2b9c4e-1d2a-4b5c-8d7e-0a1b2c3d4e5f")
-REF = "3f2b9c4e"
+REF = "3F2B9C4E"
 
 
 def contexts(order_id: uuid.UUID = ORDER_ID) -> dict[str, dict[str, str]]:
@@ -187,3 +187,20 @@ def test_delivered_messages_about_a_real_order_hold_no_health_details(
         assert sms["to"] == "+15550100199"
         assert_no_health_details(sms["body"], [*forbidden, patient["email"]])
         assert order_reference(order_id) in sms["body"]
+
+
+def test_the_reference_is_written_the_same_way_in_messages_and_on_the_patient_pages() -> None:
+    """Upper case everywhere, so a patient comparing the e-mail with the page sees one string."""
+    order_id = uuid.UUID("3f1e1f8e-8b54-4a6f-9d1e-1f0c2a9d4b11")
+
+    assert order_reference(order_id) == "3F1E1F8E"
+    rendered = render(
+        "payment_received",
+        {"order_reference": order_reference(order_id), "status_url": f"{BASE}/orders/status"},
+    )
+    assert "3F1E1F8E" in rendered.text
+    with pytest.raises(TemplateError):
+        render(
+            "payment_received",
+            {"order_reference": "3f1e1f8e", "status_url": f"{BASE}/orders/status"},
+        )
