@@ -64,6 +64,6 @@ def search_patients(
     return page_of(rows, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
 
 
-@router.get("/{patient_id}", response_model=PatientOut)
+@router.get("/{patient_id:uuid}", response_model=PatientOut)
 def read_patient(patient_id: uuid.UUID, actor: StaffActor, session: DbSession) -> PatientOut:
     return service.read_patient(session, actor, patient_id)

@@ -267,7 +267,7 @@ def test_failed_requests_count_too_and_the_count_outlives_their_rollback(
     limits(self_order_per_minute=2)
     missing = {"id": "00000000-0000-4000-8000-000000000000"}
     for _ in range(2):
-        assert _self_order(client, missing).status_code == 422  # rolled back
+        assert _self_order(client, missing).status_code == 404  # refused, rolled back
 
     _assert_rate_limited(_self_order(client, missing))
 
