@@ -4,7 +4,7 @@
 
 One run starts a fresh embedded PostgreSQL in a temporary directory (or uses the superuser URL
 in BENCH_DATABASE_URL), measures a pgbench baseline on that same server, bulk-loads the catalog
-with `app.seeds.seed_scale`, starts the development identity provider and the API (uvicorn, as
+with `devtools.seeds.seed_scale`, starts the development identity provider and the API (uvicorn, as
 a subprocess) and drives the catalog endpoints with a bounded closed-loop load from threads in
 this process. Numbers are reported as they are and as ratios to the pgbench baseline of the
 same run, so that runs on different machines can be compared. Everything listens on loopback
@@ -415,7 +415,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     api = start_api(stack, db, workdir, results, workers=args.workers)
     base_url, issuer = api.base_url, api.issuer
 
-    from app.dev_identity import obtain_dev_token
+    from devtools.identity import obtain_dev_token
 
     admin = obtain_dev_token(issuer, role="admin")["access_token"]
     doctor = obtain_dev_token(issuer, role="doctor")["access_token"]

@@ -2,8 +2,8 @@
 
 One benchmark run starts a fresh embedded PostgreSQL in a temporary directory (or uses the
 superuser URL in BENCH_DATABASE_URL), measures a pgbench baseline on that same server, bulk-loads
-the catalog with `app.seeds.seed_scale`, and starts the development identity provider and the API
-(uvicorn, as subprocesses) on loopback. Everything started here is registered on the caller's
+the catalog with `devtools.seeds.seed_scale`, and starts the development identity provider and the
+API (uvicorn, as subprocesses) on loopback. Everything started here is registered on the caller's
 `contextlib.ExitStack`, so it is stopped at the end, also on failure, Ctrl-C or SIGTERM (see
 `install_signal_handlers`).
 """
@@ -34,7 +34,7 @@ import psutil
 import psycopg
 
 from app.db import with_database, with_user
-from app.devstack import Supervisor, identity_provider_argv, pg_binary, venv_binary
+from devtools.devstack import Supervisor, identity_provider_argv, pg_binary, venv_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -627,8 +627,8 @@ def _time_out(waiter: asyncio.Future[RawResponse]) -> None:
 
 
 def seed_catalog(db: Database, *, products: int, lots: int) -> dict[str, Any]:
-    """`app.seeds.seed_scale` into the migrated portal database, then VACUUM ANALYZE."""
-    from app.seeds import seed_scale
+    """`devtools.seeds.seed_scale` into the migrated portal database, then VACUUM ANALYZE."""
+    from devtools.seeds import seed_scale
 
     log(f"seed_scale: {products:,} products, {lots:,} lots")
     meter = CpuMeter({"seed": os.getpid(), "postgres": db.postmaster_pid})

@@ -5,7 +5,7 @@
 
 Like the catalog benchmark (the shared pieces are in benchmarks/harness.py), one run starts a
 fresh embedded PostgreSQL (or uses BENCH_DATABASE_URL), measures pgbench TPC-B on that server,
-seeds the catalog with `app.seeds.seed_scale`, and starts the development identity provider and
+seeds the catalog with `devtools.seeds.seed_scale`, and starts the development identity provider and
 the API (`portal serve`, 2 workers by default). It then creates doctors (users whose OIDC subject is
 their e-mail) with a few patients each, signs every doctor in at the provider, and measures
 orders of 1-3 random products, 1-2 units each, placed by a random doctor for one of their
@@ -158,7 +158,7 @@ def create_doctors(app_url: str, *, doctors: int, patients_each: int) -> list[Do
 
 def sign_in(issuer: str, doctors: list[Doctor]) -> None:
     """Each doctor's opaque access token, through the provider's real login flow."""
-    from app.dev_identity import obtain_dev_token
+    from devtools.identity import obtain_dev_token
 
     for doctor in doctors:
         doctor.token = obtain_dev_token(issuer, role="doctor", email=doctor.email)["access_token"]

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Playwright, Route, sync_playwright
 
-from app.devstack import identity_provider_argv
+from devtools.devstack import identity_provider_argv
 from tests.fixtures.live_api import free_port, stop, wait_until_up
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,6 +1,6 @@
 """Signing in from `/docs` through the development identity provider, as under `make run`.
 
-The provider is started exactly as `portal up` starts it (`app.devstack`). Swagger UI runs the
+The provider is started exactly as `portal up` starts it (`devtools.devstack`). Swagger UI runs the
 authorization-code flow with PKCE (S256) for the portal's client: the provider's form in a
 popup, the redirect back to `/docs/oauth2-redirect`, the code exchanged at the provider's token
 endpoint from the page (cross-origin), and the access token sent to the API.
@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Request, expect
 
-from app.dev_identity import obtain_dev_token
+from devtools.identity import obtain_dev_token
 from tests.api_docs.conftest import Offline
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import live_api

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from app.devstack import register_stripe_webhook
+from devtools.devstack import register_stripe_webhook
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 from tests.fixtures.live_api import PROJECT_ROOT, live_api

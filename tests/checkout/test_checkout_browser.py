@@ -41,7 +41,7 @@ from sqlalchemy import text
 
 from app.checkout.service import COOKIE_NAME
 from app.db import make_engine
-from app.notifications.mail_sink import MailSink
+from devtools.mail_sink import MailSink
 from tests.checkout.live_server import (
     DATE_OF_BIRTH,
     PROJECT_ROOT,

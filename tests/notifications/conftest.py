@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import OutboxMessage
-from app.notifications.mail_sink import MailSink
 from app.notifications.service import HANDLERS
 from app.outbox import service as outbox
+from devtools.mail_sink import MailSink
 
 
 @contextmanager

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import phi
 from app.models import OutboxMessage
 from app.models.base import utcnow
-from app.notifications.mail_sink import MailSink
 from app.notifications.mailer import EmailSender, MailUnavailable, message_id
 from app.notifications.service import EMAIL_TOPIC, deliver_email, queue_email
 from app.notifications.templates import order_reference
 from app.outbox import service as outbox
 from app.outbox.service import MAX_ATTEMPTS, Claimed, PermanentFailure
+from devtools.mail_sink import MailSink
 from tests.notifications.conftest import closed_port, deliver, outbox_row, settings_env
 
 ADDRESS = "jane.roe.41d0@example.com"

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.actor import Actor
 from app.models import OutboxMessage
-from app.notifications.mail_sink import MailSink
 from app.orders import service as orders
+from devtools.mail_sink import MailSink
 from tests.catalog.factories import create_product
 from tests.notifications.conftest import deliver
 from tests.orders.factories import place_order, receive_lot

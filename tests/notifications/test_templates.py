@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models.base import utcnow
-from app.notifications.mail_sink import MailSink
 from app.notifications.service import queue_email, queue_sms
 from app.notifications.templates import TEMPLATES, TemplateError, order_reference, render
+from devtools.mail_sink import MailSink
 from tests.notifications.conftest import deliver, settings_env
 from tests.orders.factories import create_product, place_order, receive_lot
 from tests.patients.factories import Headers, Json, create_patient

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from app.db import make_engine
 from app.models import OutboxMessage
-from app.notifications.mail_sink import MailSink
 from app.notifications.service import queue_email, queue_sms
 from app.notifications.templates import order_reference
+from devtools.mail_sink import MailSink
 from tests.fixtures.database import TestDatabase
 
 PORTAL = str(Path(sys.executable).parent / "portal")

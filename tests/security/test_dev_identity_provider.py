@@ -1,7 +1,7 @@
 """Opaque access tokens from the real development identity provider (oidc-provider-mock).
 
 The provider runs as a subprocess; tokens come from its authorization-code flow
-(`app.dev_identity.obtain_dev_token`) and the API verifies them at the provider's userinfo.
+(`devtools.identity.obtain_dev_token`) and the API verifies them at the provider's userinfo.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.dev_identity import DEMO_USERS, obtain_dev_token, sign_in_as
-from app.devstack import identity_provider_argv
 from app.errors import NotAuthenticated
 from app.security import TokenVerifier, get_verifier
+from devtools.devstack import identity_provider_argv
+from devtools.identity import DEMO_USERS, obtain_dev_token, sign_in_as
 from tests.fixtures.identity import JwtIssuer
 from tests.fixtures.live_api import free_port, stop, wait_until_up
 

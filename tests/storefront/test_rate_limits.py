@@ -32,12 +32,12 @@ from app.models import (
     StockMovement,
 )
 from app.models.base import utcnow
-from app.notifications.mail_sink import MailSink
 from app.orders import service as orders
 from app.patients.schemas import PatientCreate
 from app.ratelimit import Bucket, count_hit, prune
 from app.storefront.schemas import SelfOrderCreate
 from app.storefront.service import place_self_order
+from devtools.mail_sink import MailSink
 from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import live_api

@@ -13,7 +13,7 @@ class its module names; this module puts its own subclass there first. The packa
 `requirements.lock`, and tests/api_docs/test_docs_sign_in.py drives this provider over HTTP and
 from a browser, so an upgrade that changes those internals fails there.
 
-Run it as `python -m app.dev_oidc_provider` with oidc-provider-mock's own options. Never used in
+Run it as `python -m devtools.oidc_provider` with oidc-provider-mock's own options. Never used in
 production, where Okta or Auth0 is the provider.
 """
 

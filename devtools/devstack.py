@@ -19,27 +19,17 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from app.cli.common import DatabaseUrls
 from app.config import Settings
 from app.db import with_database, with_user
-from app.dev_identity import DEMO_USERS
+from devtools.identity import DEMO_USERS
 
 DATABASE_NAME = "portal"
 
 
-@dataclass(frozen=True)
-class DatabaseUrls:
-    owner: str  # schema owner: migrations, seeds of bulk data
-    app: str  # the restricted application role
-    embedded: bool
-
-
-def database_urls(settings: Settings, *, start_embedded: bool = True) -> DatabaseUrls:
-    """The configured database, or the embedded server under the data directory."""
-    if settings.database_url:
-        owner = settings.database_migration_url or settings.database_url
-        return DatabaseUrls(owner=owner, app=settings.database_url, embedded=False)
-    if not start_embedded:
-        raise RuntimeError("DATABASE_URL is not set and the embedded server is not running")
+def embedded_database_urls(settings: Settings) -> DatabaseUrls:
+    """The embedded server under the data directory (what `portal` uses without DATABASE_URL
+    in development), started or joined."""
     owner = with_database(start_embedded_server(settings.data_dir), DATABASE_NAME)
     return DatabaseUrls(
         owner=owner, app=with_user(owner, settings.database_app_role), embedded=True
@@ -155,9 +145,9 @@ class Supervisor:
 
 
 def identity_provider_argv(port: int) -> list[str]:
-    """oidc-provider-mock with PKCE and CORS for `/docs` (app.dev_oidc_provider); it takes any
+    """oidc-provider-mock with PKCE and CORS for `/docs` (devtools.oidc_provider); it takes any
     client id and redirect URI, so the portal's client signs in from `/docs` unregistered."""
-    argv = [sys.executable, "-m", "app.dev_oidc_provider", "--port", str(port)]
+    argv = [sys.executable, "-m", "devtools.oidc_provider", "--port", str(port)]
     for role, person in DEMO_USERS.items():
         claims = {
             "sub": person["email"],

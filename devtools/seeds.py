@@ -18,7 +18,6 @@ from app.actor import Actor, Role
 from app.audit import service as audit
 from app.catalog import service as catalog
 from app.catalog.schemas import ProductCreate
-from app.dev_identity import DEMO_USERS
 from app.inventory import service as inventory
 from app.inventory.schemas import LotReceive, LotStatusChange
 from app.models import Lot, Patient, Product, User
@@ -27,6 +26,7 @@ from app.orders import service as orders_service
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients import service as patients_service
 from app.patients.schemas import PatientCreate
+from devtools.identity import DEMO_USERS
 
 SEED_ACTOR = Actor.system("seed")
 
