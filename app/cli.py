@@ -337,7 +337,7 @@ def orders_expire() -> None:
 def _expire_unpaid_orders(sessions: sessionmaker[Session]) -> int:
     """Every unpaid order past its payment window, cancelled in batches of one transaction."""
     from app.actor import Actor
-    from app.orders.service import expire_unpaid_orders
+    from app.orders.flows import expire_unpaid_orders
 
     total = 0
     while True:
@@ -368,9 +368,10 @@ def worker(
     from app.audit.anchors import AnchorConflict, anchor_head
     from app.audit.service import seal_in_own_transaction
     from app.db import make_engine
+    from app.integrations.stripe.refunds import REFUND_TOPIC
     from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
     from app.outbox.service import deliver_due
-    from app.payments.refunds import REFUND_TOPIC, deliver_refund
+    from app.payments.flows import deliver_refund
     from app.ratelimit import prune
 
     handlers = {
