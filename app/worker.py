@@ -21,10 +21,11 @@ from app.actor import Actor
 from app.audit.anchors import AnchorConflict, anchor_head
 from app.audit.service import seal_in_own_transaction
 from app.config import Settings, get_settings
+from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
-from app.orders.service import expire_unpaid_orders
+from app.orders.flows import expire_unpaid_orders
 from app.outbox.service import DeliveryReport, Handler, deliver_due
-from app.payments.refunds import REFUND_TOPIC, deliver_refund
+from app.payments.flows import deliver_refund
 from app.ratelimit import prune
 
 # Outbox topic -> the call that delivers a message of that topic.

@@ -585,8 +585,8 @@ def trace_orders(app_url: str, doctors: list[Doctor], products: list[str]) -> di
     from sqlalchemy.orm import Session
 
     from app.actor import Actor, Role
-    from app.checkout import service as checkout
     from app.db import make_engine
+    from app.orders import flows as order_flows
     from app.orders import service as orders
     from app.orders.schemas import OrderCreate, OrderLine
     from app.users.service import resolve_signed_in_user
@@ -631,9 +631,8 @@ def trace_orders(app_url: str, doctors: list[Doctor], products: list[str]) -> di
                         for p in rng.sample(products, 3)
                     ],
                 )
-                created = orders.create_order(session, actor, data)
-                checkout.issue_link(session, actor, created.order, first=True)
-                created.view()
+                placed = order_flows.place_order(session, actor, data)
+                orders.order_view(placed.created.parts)
                 commit_started = time.perf_counter()
                 session.commit()
                 ended = time.perf_counter()

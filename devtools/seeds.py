@@ -22,6 +22,7 @@ from app.inventory import service as inventory
 from app.inventory.schemas import LotReceive, LotStatusChange
 from app.models import Lot, Patient, Product, User
 from app.models.order import CancellationReason
+from app.orders import flows as order_flows
 from app.orders import service as orders_service
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients import service as patients_service
@@ -234,7 +235,7 @@ def _seed_demo_orders(session: Session) -> int:
     orders_service.mark_paid(session, SEED_ACTOR, shipped)
     orders_service.fulfil_order(session, SEED_ACTOR, shipped)
     dropped = order(0, [("FLU-26", 1)])
-    orders_service.cancel_order(
+    order_flows.cancel_order(
         session, actor, dropped, CancellationReason.PATIENT_REQUEST, "Changed their mind"
     )
     return 4

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from app.config import get_settings
 from app.db import make_engine
+from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC
-from app.payments.refunds import REFUND_TOPIC
 from app.worker import HANDLERS, Schedule, run_once, worker_sessions
 from tests.fixtures.database import TestDatabase
 

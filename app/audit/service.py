@@ -21,13 +21,12 @@ from uuid import UUID
 from sqlalchemy import ARRAY, BigInteger, String, bindparam, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from app import locks
 from app.actor import Actor
 from app.models import AuditEntry
 from app.models.base import table_of
 
 GENESIS_HASH = "0" * 64
-# Arbitrary constant identifying the sealer's advisory lock.
-AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
 # `verify` reports rows still unsealed after this long: the worker is not sealing.
 SEAL_OVERDUE = timedelta(minutes=5)
 
@@ -179,7 +178,7 @@ def seal(session: Session, *, batch: int = 1000) -> int:
     Takes the sealer's advisory lock for the rest of the transaction; if another sealer holds
     it, returns 0 at once (that one will seal these rows). The caller commits.
     """
-    if not session.scalar(select(func.pg_try_advisory_xact_lock(AUDIT_CHAIN_LOCK))):
+    if not locks.try_audit_chain(session):
         return 0
     seq, prev_hash = chain_head(session) or (0, GENESIS_HASH)
     sealed = 0

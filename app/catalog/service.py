@@ -9,6 +9,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import locks
 from app.actor import Actor
 from app.audit import service as audit
 from app.catalog.schemas import ProductCreate, ProductUpdate
@@ -36,7 +37,7 @@ def product_fields(product: Product) -> dict[str, Any]:
 
 
 def get_product(session: Session, product_id: uuid.UUID, *, for_update: bool = False) -> Product:
-    product = session.get(Product, product_id, with_for_update=for_update)
+    product = locks.product(session, product_id) if for_update else session.get(Product, product_id)
     if product is None:
         raise NotFound("product", product_id)
     return product

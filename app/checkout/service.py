@@ -20,6 +20,7 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import locks
 from app.actor import Actor, Role
 from app.audit import service as audit
 from app.config import get_settings
@@ -179,7 +180,7 @@ def check_date_of_birth(
     """Compare with the patient's date of birth; count failures and lock at the limit."""
     # Guesses sent in parallel must each count: read the counters under the link's row lock
     # (a plain read let them all see the same count and lose each other's increments).
-    session.refresh(link, with_for_update=True)
+    locks.checkout_link(session, link)
     if link.locked_at is not None:
         return False
     order = session.get(Order, link.order_id)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from app import locks
 from app.actor import Actor
 from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory.repository import today
@@ -132,18 +133,17 @@ def reserve(
     items = sorted(items, key=lambda item: item.product_id)
     product_ids = [item.product_id for item in items]
     lots = session.execute(
-        select(
-            Lot.id,
-            Lot.product_id,
-            Lot.lot_number,
-            Lot.expiration_date,
-            Lot.created_at,
-            Lot.quantity_on_hand,
-            Lot.quantity_reserved,
+        locks.lots_of(
+            select(
+                Lot.id,
+                Lot.product_id,
+                Lot.lot_number,
+                Lot.expiration_date,
+                Lot.created_at,
+                Lot.quantity_on_hand,
+                Lot.quantity_reserved,
+            ).where(Lot.product_id.in_(product_ids), reservable(min_shelf_life_days))
         )
-        .where(Lot.product_id.in_(product_ids), reservable(min_shelf_life_days))
-        .order_by(Lot.id)
-        .with_for_update(of=Lot)
     ).all()
     by_product: dict[uuid.UUID, list[Any]] = defaultdict(list)
     for lot in lots:
@@ -193,11 +193,11 @@ def _allocations_with_lots(
 ) -> list[tuple[LotAllocation, Lot]]:
     """The order's allocations with their lots, lots locked in id order."""
     rows = session.execute(
-        select(LotAllocation, Lot)
-        .join(Lot, Lot.id == LotAllocation.lot_id)
-        .where(LotAllocation.order_item_id.in_(order_item_ids))
-        .order_by(Lot.id)
-        .with_for_update(of=Lot)
+        locks.lots_of(
+            select(LotAllocation, Lot)
+            .join(Lot, Lot.id == LotAllocation.lot_id)
+            .where(LotAllocation.order_item_id.in_(order_item_ids))
+        )
     ).all()
     return [(row[0], row[1]) for row in rows]
 

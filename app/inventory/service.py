@@ -15,6 +15,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import locks
 from app.actor import Actor
 from app.audit import service as audit
 from app.catalog.service import get_product
@@ -125,7 +126,7 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
 
 
 def change_status(session: Session, actor: Actor, lot_id: uuid.UUID, data: LotStatusChange) -> Lot:
-    lot = session.get(Lot, lot_id, with_for_update=True)
+    lot = locks.lot(session, lot_id)
     if lot is None:
         raise NotFound("lot", lot_id)
     if data.status not in LOT_TRANSITIONS[lot.status]:

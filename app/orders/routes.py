@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.checkout import service as checkout
 from app.db import DbSession
 from app.errors import (
     Conflict,
@@ -16,7 +15,7 @@ from app.errors import (
 )
 from app.models.order import CancellationReason
 from app.notifications.service import InvalidRecipient
-from app.orders import service, state
+from app.orders import flows, service
 from app.orders.schemas import (
     CheckoutLinkOut,
     OrderCancel,
@@ -45,9 +44,9 @@ def create_order(data: OrderCreate, actor: StaffActor, session: DbSession) -> Or
     409 `/problems/insufficient-stock` names the product, what was asked and what is available;
     then nothing is reserved for any item.
     """
-    created = service.create_order(session, actor, data)
-    token = checkout.issue_link(session, actor, created.order, first=True)
-    return OrderCreated(**dict(created.view()), checkout_url=checkout.checkout_url(token))
+    placed = flows.place_order(session, actor, data)
+    view = service.order_view(placed.created.parts)
+    return OrderCreated(**dict(view), checkout_url=placed.checkout_url)
 
 
 @router.get("", response_model=Page[OrderSummary])
@@ -70,7 +69,7 @@ def list_orders(
 @router.get("/{order_id}", response_model=OrderOut)
 def get_order(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> OrderOut:
     order = service.get_visible_order(session, actor, order_id)
-    return service.order_view(session, actor, order, audit_read=True)
+    return service.order_view(service.load_order(session, actor, order, audit_read=True))
 
 
 @router.patch(
@@ -82,8 +81,8 @@ def edit_order(
     order_id: uuid.UUID, data: OrderEdit, actor: StaffActor, session: DbSession
 ) -> OrderOut:
     """Replace the items of a pending order; stock is re-reserved all or nothing."""
-    order = service.edit_items(session, actor, order_id, data.items)
-    return service.order_view(session, actor, order)
+    order = flows.edit_order(session, actor, order_id, data.items)
+    return service.order_view(service.load_order(session, actor, order))
 
 
 @router.post(
@@ -99,8 +98,8 @@ def cancel_order(
     `reason` is a code; details go in `note`, stored encrypted. Without a body: `other`.
     """
     reason = CancellationReason(data.reason) if data else CancellationReason.OTHER
-    order = service.cancel_order(session, actor, order_id, reason, data.note if data else None)
-    return service.order_view(session, actor, order)
+    order = flows.cancel_order(session, actor, order_id, reason, data.note if data else None)
+    return service.order_view(service.load_order(session, actor, order))
 
 
 @router.post(
@@ -113,19 +112,14 @@ def issue_checkout_link(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession
 ) -> CheckoutLinkOut:
     """A new payment link for a pending order; earlier links stop working."""
-    order = service.get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "paid")
-    token = checkout.issue_link(session, actor, order)
-    return CheckoutLinkOut(
-        order_id=order.id, checkout_url=checkout.checkout_url(token), expires_at=order.expires_at
-    )
+    order, url = flows.issue_checkout_link(session, actor, order_id)
+    return CheckoutLinkOut(order_id=order.id, checkout_url=url, expires_at=order.expires_at)
 
 
 @router.post("/{order_id}/checkout-link/revoke", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_checkout_links(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> None:
     """Withdraw every payment link of the order."""
-    order = service.get_visible_order(session, actor, order_id, for_update=True)
-    checkout.revoke_links(session, actor, order)
+    flows.revoke_checkout_links(session, actor, order_id)
 
 
 @router.post(
@@ -138,5 +132,5 @@ def revoke_checkout_links(order_id: uuid.UUID, actor: StaffActor, session: DbSes
 def fulfil_order(order_id: uuid.UUID, actor: AdminActor, session: DbSession) -> OrderOut:
     """Ship a paid order: its reserved units leave stock. A payment refunded in full or
     disputed stops it (409 `/problems/payment-refunded`, `/problems/payment-disputed`)."""
-    order = service.fulfil_order(session, actor, order_id)
-    return service.order_view(session, actor, order)
+    order = flows.fulfil_order(session, actor, order_id)
+    return service.order_view(service.load_order(session, actor, order))

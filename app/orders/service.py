@@ -1,4 +1,8 @@
-"""Orders: a doctor (or admin) orders for a patient; stock is reserved in the same transaction."""
+"""Orders: a doctor (or admin) orders for a patient; stock is reserved in the same transaction.
+
+The rules and state changes of an order; what they cause elsewhere (links, e-mails, refunds) is
+in `app.orders.flows`.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, Select, delete, exists, select, tuple_
+from sqlalchemy import Exists, Select, delete, exists, select, tuple_
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from app import phi
+from app import locks, phi
 from app.actor import Actor, Role
 from app.audit import service as audit
-from app.checkout import service as checkout
 from app.config import get_settings
 from app.errors import Conflict, NotFound
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
 from app.models.order import CancellationReason
-from app.notifications import flows
 from app.orders import state
 from app.orders.schemas import (
     AllocationOut,
@@ -33,7 +35,6 @@ from app.orders.schemas import (
 )
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 from app.patients.service import get_visible_patient
-from app.payments import refunds
 from app.schemas import MAX_ORDER_TOTAL_CENTS
 
 
@@ -60,9 +61,7 @@ def get_visible_order(
     session: Session, actor: Actor, order_id: uuid.UUID, *, for_update: bool = False
 ) -> Order:
     query = visible_orders(actor).where(Order.id == order_id)
-    if for_update:
-        query = query.with_for_update(of=Order)
-    order = session.scalar(query)
+    order = locks.order_of(session, query) if for_update else session.scalar(query)
     if order is None:
         raise NotFound("order", order_id)
     return order
@@ -153,23 +152,28 @@ def _summary(order: Order, items: list[OrderItem]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class CreatedOrder:
-    """A new order with what its view needs, so that no read-back is needed. Holding the
-    patient keeps it in the session's identity map for the link's e-mail."""
+class OrderParts:
+    """What an order's view is built from: its items (each with SKU and name), the lots they
+    were reserved from and its notes in clear."""
 
     order: Order
-    patient: Patient
-    items: list[OrderItem]
-    products: dict[uuid.UUID, Product]
+    lines: list[tuple[OrderItem, str, str]]
     reservations: list[allocation.Reservation]
     note: str | None
+    cancellation_note: str | None = None
 
-    def view(self) -> OrderOut:
-        lines = [
-            (item, self.products[item.product_id].sku, self.products[item.product_id].name)
-            for item in self.items
-        ]
-        return _view(self.order, lines, self.reservations, self.note)
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    """A new order with the parts of its view, so that no read-back is needed. Holding the
+    patient keeps it in the session's identity map for the link's e-mail."""
+
+    parts: OrderParts
+    patient: Patient
+
+    @property
+    def order(self) -> Order:
+        return self.parts.order
 
 
 def create_order(
@@ -204,16 +208,8 @@ def create_order(
         after={**_summary(order, items), "note": data.note},
         redact={"note"},
     )
-    return CreatedOrder(order, patient, items, products, reservations, data.note)
-
-
-def _lock_lots(session: Session, condition: ColumnElement[bool]) -> None:
-    """Lock lots in one statement, in id order (as every reservation does), before releasing any.
-
-    Releasing some lots and then locking more to reserve would lock in two rounds and can
-    deadlock with a concurrent reservation holding a lower lot while it waits for a higher one.
-    """
-    session.execute(select(Lot.id).where(condition).order_by(Lot.id).with_for_update())
+    lines = [(i, products[i.product_id].sku, products[i.product_id].name) for i in items]
+    return CreatedOrder(OrderParts(order, lines, reservations, data.note), patient)
 
 
 def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
@@ -237,7 +233,7 @@ def edit_items(
     before = _summary(order, old_items)
     quantities = _merge(lines)
     products = _orderable_products(session, list(quantities))
-    _lock_lots(session, Lot.product_id.in_({*quantities, *(i.product_id for i in old_items)}))
+    locks.lots_where(session, Lot.product_id.in_({*quantities, *(i.product_id for i in old_items)}))
     allocation.release(session, actor, order.id, [i.id for i in old_items], delete_allocations=True)
     kept_prices = {i.product_id: i.unit_price_cents for i in old_items}
     session.execute(delete(OrderItem).where(OrderItem.order_id == order.id))
@@ -256,41 +252,26 @@ def edit_items(
     return order
 
 
-def cancel_order(
-    session: Session,
-    actor: Actor,
-    order_id: uuid.UUID,
-    reason: CancellationReason = CancellationReason.OTHER,
-    note: str | None = None,
-) -> Order:
-    """Cancel a pending or paid order: stock released, a paid one refunded through the outbox.
-
-    `reason` is kept in clear and audited; `note` (free text, may hold health details) is
-    stored encrypted and never audited.
-    """
-    order = get_visible_order(session, actor, order_id, for_update=True)
-    return _cancel(session, actor, order, reason, note)
-
-
-def _cancel(
+def cancel(
     session: Session,
     actor: Actor,
     order: Order,
     reason: CancellationReason,
     note: str | None = None,
-) -> Order:
+) -> str:
+    """Cancel a pending or paid order (locked by the caller) and release its stock; returns the
+    status it had. Refunding a paid one and telling the patient is `flows.cancel_order`'s.
+
+    `reason` is kept in clear and audited; `note` (free text, may hold health details) is
+    stored encrypted and never audited.
+    """
     before = order.status
     state.move_to(order, "cancelled", utcnow())
     order.cancellation_code = reason.value
     order.cancellation_note_encrypted = (
         phi.encrypt(note, cancellation_note_context(order.id)) if note else None
     )
-    refunded = before == "paid" and refunds.refund_paid_order(session, order.id) > 0
     allocation.release(session, actor, order.id, _item_ids(session, order.id))
-    status_link = checkout.issue_link(session, actor, order, email=False)
-    flows.order_cancelled(
-        session, order, refunded=refunded, status_url=checkout.checkout_url(status_link)
-    )
     audit.record(
         session,
         actor,
@@ -301,7 +282,7 @@ def _cancel(
         after={"status": "cancelled", "reason": reason.value, "note": note},
         redact={"note"},
     )
-    return order
+    return before
 
 
 def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
@@ -371,27 +352,20 @@ def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     return order
 
 
-def expire_unpaid_orders(
-    session: Session, actor: Actor, *, now: datetime | None = None, batch: int = 200
-) -> int:
-    """Cancel pending orders whose payment window has closed, releasing their stock.
+def claim_expired_orders(session: Session, *, now: datetime, batch: int) -> list[Order]:
+    """Pending orders whose payment window has closed, locked with the lots they hold.
 
     Rows locked by a concurrent payment are skipped (SKIP LOCKED) and picked up next run; an
     order whose bank debit (ACH) is processing is left alone until Stripe decides.
     """
-    now = now or utcnow()
     processing = _debit_processing(Order.id)
-    orders = list(
-        session.scalars(
-            select(Order)
-            .where(Order.status == "pending", Order.expires_at <= now, ~processing)
-            .order_by(Order.expires_at, Order.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
+    orders = locks.claim_expired_orders(
+        session,
+        (Order.status == "pending") & (Order.expires_at <= now) & ~processing,
+        limit=batch,
     )
     if orders:
-        _lock_lots(
+        locks.lots_where(
             session,
             Lot.id.in_(
                 select(LotAllocation.lot_id)
@@ -399,9 +373,7 @@ def expire_unpaid_orders(
                 .where(OrderItem.order_id.in_([o.id for o in orders]))
             ),
         )
-    for order in orders:
-        _cancel(session, actor, order, CancellationReason.PAYMENT_EXPIRED)
-    return len(orders)
+    return orders
 
 
 def rotate_order_notes(
@@ -418,15 +390,12 @@ def rotate_order_notes(
     changed = 0
     last: uuid.UUID | None = None
     while True:
-        query = (
-            select(Order)
-            .where(
+        query = locks.in_id_order(
+            select(Order).where(
                 Order.note_encrypted.is_not(None) | Order.cancellation_note_encrypted.is_not(None)
-            )
-            .order_by(Order.id)
-            .limit(batch)
-            .with_for_update()
-        )
+            ),
+            Order.id,
+        ).limit(batch)
         if last is not None:
             query = query.where(Order.id > last)
         orders = list(session.scalars(query))
@@ -481,9 +450,10 @@ def list_orders(
     return orders
 
 
-def order_view(
+def load_order(
     session: Session, actor: Actor, order: Order, *, audit_read: bool = False
-) -> OrderOut:
+) -> OrderParts:
+    """Read the parts of an order's view; `audit_read` records the read (a PHI read)."""
     rows = session.execute(
         select(OrderItem, Product.sku, Product.name)
         .join(Product, Product.id == OrderItem.product_id)
@@ -513,20 +483,15 @@ def order_view(
         # The items are the patient's medications: every read is a PHI read, note or not.
         audit.record(session, actor, "order.read", "order", order.id)
     lines = [(item, sku, name) for item, sku, name in rows]
-    return _view(order, lines, reservations, note, cancellation_note)
+    return OrderParts(order, lines, reservations, note, cancellation_note)
 
 
-def _view(
-    order: Order,
-    lines: list[tuple[OrderItem, str, str]],
-    reservations: list[allocation.Reservation],
-    note: str | None,
-    cancellation_note: str | None = None,
-) -> OrderOut:
-    """The order as the API shows it: items by SKU, each with the lots it was reserved from
-    (soonest expiry first)."""
+def order_view(parts: OrderParts) -> OrderOut:
+    """The order as the API shows it (the one builder of its view): items by SKU, each with
+    the lots it was reserved from (soonest expiry first)."""
+    order = parts.order
     allocations: dict[uuid.UUID, list[AllocationOut]] = defaultdict(list)
-    for r in reservations:
+    for r in parts.reservations:
         allocations[r.order_item_id].append(
             AllocationOut(
                 lot_id=r.lot_id,
@@ -542,7 +507,7 @@ def _view(
         status=order.status,
         total_cents=order.total_cents,
         currency=order.currency,
-        note=note,
+        note=parts.note,
         items=[
             OrderItemOut(
                 product_id=item.product_id,
@@ -553,7 +518,7 @@ def _view(
                 line_total_cents=item.quantity * item.unit_price_cents,
                 allocations=allocations[item.id],
             )
-            for item, sku, name in sorted(lines, key=lambda line: line[1])
+            for item, sku, name in sorted(parts.lines, key=lambda line: line[1])
         ],
         created_at=order.created_at,
         expires_at=order.expires_at,
@@ -563,5 +528,5 @@ def _view(
         cancellation_reason=(
             CancellationReason(order.cancellation_code) if order.cancellation_code else None
         ),
-        cancellation_note=cancellation_note,
+        cancellation_note=parts.cancellation_note,
     )

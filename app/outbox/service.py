@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import locks
 from app.actor import Actor
 from app.audit import service as audit
 from app.errors import InvalidStateTransition, NotFound
@@ -80,20 +81,7 @@ def claim_due(
     session: Session, topics: list[str], *, limit: int, now: datetime | None = None
 ) -> list[Claimed]:
     now = now or utcnow()
-    messages = list(
-        session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.status == "pending",
-                OutboxMessage.topic.in_(topics),
-                OutboxMessage.next_attempt_at <= now,
-                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-            )
-            .order_by(OutboxMessage.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    messages = locks.claim_due_outbox_messages(session, topics, now=now, limit=limit)
     for message in messages:
         message.claimed_until = now + CLAIM_LEASE
     session.flush()
@@ -108,7 +96,7 @@ def record_outcome(
     permanent: bool = False,
     on_delivered: OnDelivered | None = None,
 ) -> str:
-    message = session.get(OutboxMessage, message_id, with_for_update=True)
+    message = locks.outbox_message(session, message_id)
     assert message is not None
     if message.status != "pending":
         # Our claim lapsed and another worker already finished it: its outcome stands.
@@ -165,7 +153,7 @@ def deliver_due(
 
 def resend(session: Session, actor: Actor, message_id: uuid.UUID) -> OutboxMessage:
     """An admin puts a dead-lettered message back in the queue."""
-    message = session.get(OutboxMessage, message_id, with_for_update=True)
+    message = locks.outbox_message(session, message_id)
     if message is None:
         raise NotFound("outbox message", message_id)
     if message.status != "dead":

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import phi
+from app import locks, phi
 from app.actor import Actor, Role
 from app.audit import service as audit
 from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
@@ -39,7 +39,7 @@ def get_visible_patient(
     """The patient, or the same 404 whether it is missing or someone else's."""
     query = visible_patients(actor).where(Patient.id == patient_id)
     if for_update:
-        query = query.with_for_update()
+        query = locks.row_of(query)
     patient = session.scalar(query)
     if patient is None:
         raise NotFound("patient", patient_id)
@@ -79,8 +79,6 @@ def create_patient(session: Session, actor: Actor, data: PatientCreate) -> Patie
 
 # Candidates compared per self-order: each costs a decryption of three values.
 SELF_ORDER_MATCH_CANDIDATES = 20
-# Arbitrary constant naming the self-order look-up's advisory locks (first key of the pair).
-SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -104,7 +102,7 @@ def self_order_patient(session: Session, actor: Actor, data: PatientCreate) -> P
     email_hash = phi.lookup_hash(phi.normalise_email(data.email))
     # One self-order per e-mail at a time decides whether a record exists, so two identical
     # first orders sent together do not create two records.
-    session.execute(select(func.pg_advisory_xact_lock(SELF_ORDER_LOCK, _lock_key(email_hash))))
+    locks.self_order_email(session, email_hash)
     candidates = session.scalars(
         select(Patient)
         .where(Patient.doctor_id.is_(None), Patient.email_hash == email_hash)
@@ -121,11 +119,6 @@ def self_order_patient(session: Session, actor: Actor, data: PatientCreate) -> P
             audit.record(session, actor, "patient.matched", "patient", candidate.id)
             return candidate
     return _insert_patient(session, actor, data, None, email_hash)
-
-
-def _lock_key(email_hash: str) -> int:
-    """A signed 32-bit key from the e-mail's hash (the second key of the advisory lock)."""
-    return int(email_hash[:8], 16) - 2**31
 
 
 def _insert_patient(
@@ -225,7 +218,7 @@ def rotate_keys(
     changed = 0
     last: uuid.UUID | None = None
     while True:
-        query = select(Patient).order_by(Patient.id).limit(batch).with_for_update()
+        query = locks.in_id_order(select(Patient), Patient.id).limit(batch)
         if last is not None:
             query = query.where(Patient.id > last)
         patients = list(session.scalars(query))

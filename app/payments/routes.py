@@ -15,10 +15,11 @@ from app.errors import (
     Unprocessable,
     problem_responses,
 )
+from app.integrations.stripe.webhooks import InvalidWebhook, verify_webhook
 from app.models import Order, Payment
 from app.orders.service import get_visible_order
 from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
-from app.payments import service
+from app.payments import flows, service
 from app.payments.schemas import IntentOut, IntentRequest, PaymentOut, WebhookAck
 from app.security import AdminActor, Public
 
@@ -59,7 +60,7 @@ async def raw_body(request: Request) -> bytes:
     "/webhook",
     response_model=WebhookAck,
     dependencies=[Public],
-    responses=problem_responses(service.InvalidWebhook),
+    responses=problem_responses(InvalidWebhook),
 )
 def stripe_webhook(
     body: Annotated[bytes, Depends(raw_body)],
@@ -67,8 +68,8 @@ def stripe_webhook(
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> WebhookAck:
     """Stripe's webhook: the signature is the authentication. Each event is applied once."""
-    event = service.verify_webhook(body, stripe_signature)
-    outcome = service.receive_event(session, event)
+    event = verify_webhook(body, stripe_signature)
+    outcome = flows.receive_event(session, event)
     return WebhookAck(received=True, outcome=outcome)
 
 

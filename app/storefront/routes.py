@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from app.checkout import service as checkout
 from app.db import DbSession
 from app.errors import (
     Conflict,
@@ -15,7 +14,7 @@ from app.notifications.service import InvalidRecipient
 from app.pagination import Cursor, Limit, Page, page_of
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
-from app.storefront import service
+from app.storefront import flows, service
 from app.storefront.schemas import PublicProduct, SelfOrderCreate, SelfOrderCreated
 
 router = APIRouter(prefix="/public", tags=["storefront"], dependencies=[Public])
@@ -51,12 +50,12 @@ def public_products(
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""
     client = request.client.host if request.client else None
-    order = service.place_self_order(session, data, client)
-    token = checkout.issue_link(session, service.SELF_ORDER, order, first=True)
+    placed = flows.place_self_order(session, data, client)
+    order = placed.order
     return SelfOrderCreated(
         order_id=order.id,
         total_cents=order.total_cents,
         currency=order.currency,
         expires_at=order.expires_at,
-        checkout_url=checkout.checkout_url(token),
+        checkout_url=placed.checkout_url,
     )

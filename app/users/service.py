@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import locks
 from app.actor import Actor, Role
 from app.audit import service as audit
 from app.errors import (
@@ -77,7 +78,7 @@ def resolve_signed_in_user(
     email = email.lower() if email else None
     via = via or Actor.system("oidc-sign-in")
     if user is None and email:
-        holder = session.scalar(select(User).where(User.email == email).with_for_update())
+        holder = locks.user_by_email(session, email)
         if holder is not None and holder.oidc_subject is not None:
             raise EmailAlreadyLinked(_EMAIL_ALREADY_LINKED)
         if holder is not None:
@@ -167,7 +168,7 @@ def invite_user(session: Session, actor: Actor, data: UserInvite) -> User:
 
 
 def update_user(session: Session, actor: Actor, user_id: uuid.UUID, data: UserUpdate) -> User:
-    user = session.get(User, user_id, with_for_update=True)
+    user = locks.user(session, user_id)
     if user is None:
         raise NotFound("user", user_id)
     changes = data.model_dump(exclude_unset=True)

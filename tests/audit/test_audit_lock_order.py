@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.actor import Role
 from app.audit import service as audit
-from app.audit.service import AUDIT_CHAIN_LOCK
+from app.locks import AUDIT_CHAIN_LOCK
 from app.models import AuditEntry
 from app.users.service import resolve_signed_in_user
 from tests.fixtures.database import TestDatabase

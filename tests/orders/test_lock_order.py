@@ -32,6 +32,7 @@ from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive, LotStatusChange
 from app.models import Lot, User
 from app.models.base import utcnow
+from app.orders import flows as order_flows
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients import service as patients
@@ -219,7 +220,7 @@ def test_expiring_orders_while_a_new_order_reserves_the_same_lots_does_not_deadl
     order_from(stock, stock.low, 4)
 
     def expire(session: Session) -> int:
-        return orders.expire_unpaid_orders(session, SYSTEM, now=utcnow() + timedelta(days=30))
+        return order_flows.expire_unpaid_orders(session, SYSTEM, now=utcnow() + timedelta(days=30))
 
     outcome = race_with_a_new_order(stock, expire)
 

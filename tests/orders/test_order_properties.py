@@ -50,6 +50,7 @@ from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, LotAllocation, Order, OrderItem, StockMovement, User
 from app.models.base import utcnow
 from app.models.order import CancellationReason
+from app.orders import flows as order_flows
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients.schemas import PatientCreate
@@ -413,7 +414,7 @@ def make_machine(engine: Engine) -> type[RuleBasedStateMachine]:
             order = self._pick(order, pick, *LIVE)
             outcome = attempt(
                 self.connection,
-                lambda s: orders.cancel_order(s, self.doctor, order, CancellationReason.OTHER),
+                lambda s: order_flows.cancel_order(s, self.doctor, order, CancellationReason.OTHER),
                 "cancel",
             )
             if self.status[order] in LIVE:
@@ -461,7 +462,7 @@ def make_machine(engine: Engine) -> type[RuleBasedStateMachine]:
             }
             outcome = attempt(
                 self.connection,
-                lambda s: orders.expire_unpaid_orders(s, self.system, now=now),
+                lambda s: order_flows.expire_unpaid_orders(s, self.system, now=now),
                 "expire",
             )
             assert outcome == len(due), (outcome, len(due))

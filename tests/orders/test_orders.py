@@ -28,6 +28,7 @@ from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive
 from app.models import AuditEntry, Lot, Order, User
 from app.models.base import utcnow
+from app.orders import flows as order_flows
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
 from app.patients import service as patients
@@ -855,8 +856,8 @@ def test_expiry_cancels_only_pending_orders_past_their_payment_window_and_releas
     cancelled_ledger = movement_summary(db, cancelled["id"])
     later = utcnow() + timedelta(hours=get_settings().order_payment_ttl_hours + 1)
 
-    assert orders.expire_unpaid_orders(db, Actor.system("test"), now=utcnow()) == 0
-    expired = orders.expire_unpaid_orders(db, Actor.system("test"), now=later)
+    assert order_flows.expire_unpaid_orders(db, Actor.system("test"), now=utcnow()) == 0
+    expired = order_flows.expire_unpaid_orders(db, Actor.system("test"), now=later)
     db.commit()
 
     assert expired == 1
@@ -875,7 +876,7 @@ def test_expiry_cancels_only_pending_orders_past_their_payment_window_and_releas
     assert movement_summary(db, cancelled["id"]) == cancelled_ledger
     assert order_audit_actions(db, overdue["id"])[-1] == ("order.cancelled", "system:test")
     # A second run finds nothing more to do.
-    assert orders.expire_unpaid_orders(db, Actor.system("test"), now=later) == 0
+    assert order_flows.expire_unpaid_orders(db, Actor.system("test"), now=later) == 0
     assert_ledger_consistent(db)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine
+from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.models import OutboxMessage, Payment
 from app.models.base import utcnow
 from app.outbox import service as outbox
@@ -25,8 +26,7 @@ from app.outbox.service import (
     Claimed,
     PermanentFailure,
 )
-from app.payments.refunds import REFUND_TOPIC, deliver_refund
-from app.payments.service import record_refund_sent
+from app.payments.flows import deliver_refund, record_refund_sent
 from tests.conftest import Auth
 from tests.fixtures.database import TestDatabase
 from tests.orders.factories import ORDERS, create_product, place_order, receive_lot

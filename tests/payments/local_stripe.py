@@ -152,7 +152,7 @@ def shared_server() -> Iterator[LocalStripe]:
 
 def clear_caches() -> None:
     from app.config import get_settings
-    from app.payments.stripe_gateway import stripe_client
+    from app.integrations.stripe.client import stripe_client
 
     get_settings.cache_clear()
     stripe_client.cache_clear()

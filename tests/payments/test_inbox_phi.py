@@ -16,9 +16,9 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app.integrations.stripe.inbox import stored_payload
 from app.migrations import alembic_config
 from app.models import StripeEvent
-from app.payments.inbox import stored_payload
 from tests.fixtures.database import TestDatabase, create_database, drop_database
 from tests.patients.factories import Json
 from tests.payments.local_stripe import charge_event, intent_event, stripe_event

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.models import AuditEntry, OutboxMessage, Payment, PaymentRefund
-from app.payments.refunds import REFUND_TOPIC
 from tests.orders.factories import ORDERS, get_order, lot_counters
 from tests.patients.factories import Headers, Json, assert_problem, audit_entries
 from tests.payments.local_stripe import LocalStripe, charge_event, intent_event, stripe_event

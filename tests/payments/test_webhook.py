@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session
 from app.actor import Actor
 from app.audit.service import seal, verify_chain
 from app.db import make_engine
+from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.models import AuditEntry, Order, OutboxMessage, Payment, StripeEvent
 from app.models.base import utcnow
+from app.orders import flows as order_flows
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
-from app.payments.refunds import REFUND_TOPIC
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import JwtIssuer
 from tests.orders.factories import ORDERS, get_order, place_order
@@ -263,7 +264,7 @@ def test_a_processing_bank_debit_keeps_the_order_from_expiring(
     assert (payment.status, payment.method) == ("processing", "us_bank_account")
 
     later = utcnow() + timedelta(hours=24 * 30)  # long after every payment window closed
-    expired = orders.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later)
+    expired = order_flows.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later)
     db.commit()
 
     assert expired == 1  # the other, unpaid order: expiry did run
@@ -308,7 +309,7 @@ def test_a_bank_debit_that_fails_after_processing_frees_the_order(
     # The patient can pay again, and an unpaid order expires as any other does.
     assert create_intent(client, doctor, order["id"])["payment_intent_id"] == intent_id
     later = utcnow() + timedelta(hours=24 * 30)
-    assert orders.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later) == 1
+    assert order_flows.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later) == 1
     assert order_status(db, order["id"]) == "cancelled"
 
 
@@ -316,7 +317,7 @@ def test_success_for_an_order_that_expired_meanwhile_queues_a_refund(
     client: TestClient, db: Session, order: Json, intent_id: str
 ) -> None:
     later = utcnow() + timedelta(hours=24 * 30)
-    assert orders.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later) == 1
+    assert order_flows.expire_unpaid_orders(db, Actor.system("expiry-test"), now=later) == 1
     db.commit()
     assert order_status(db, order["id"]) == "cancelled"
 

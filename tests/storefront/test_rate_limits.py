@@ -32,11 +32,11 @@ from app.models import (
     StockMovement,
 )
 from app.models.base import utcnow
-from app.orders import service as orders
+from app.orders import flows as order_flows
 from app.patients.schemas import PatientCreate
 from app.ratelimit import Bucket, count_hit, prune
+from app.storefront.flows import place_self_order
 from app.storefront.schemas import SelfOrderCreate
-from app.storefront.service import place_self_order
 from devtools.mail_sink import MailSink
 from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
@@ -315,7 +315,7 @@ def test_a_self_order_has_its_own_short_payment_window_and_then_releases_its_sto
     link = db.scalar(select(CheckoutLink).where(CheckoutLink.order_id == answer.json()["order_id"]))
     assert link is not None and link.expires_at == expires_at
 
-    expired = orders.expire_unpaid_orders(
+    expired = order_flows.expire_unpaid_orders(
         db, Actor.system("test"), now=utcnow() + ttl + timedelta(minutes=1)
     )
 
@@ -376,7 +376,7 @@ def test_the_worker_expires_abandoned_self_orders_and_prunes_closed_windows(
                     {**PERSON, "items": [{"product_id": str(stocked.product_id), "quantity": 4}]}
                 ),
                 "203.0.113.20",
-            )
+            ).order
             order.expires_at = utcnow() - timedelta(seconds=1)  # the patient walked away
             order_id = order.id
             connection = session.connection()

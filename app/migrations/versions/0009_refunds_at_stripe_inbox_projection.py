@@ -5,7 +5,7 @@
 
 `stripe_events` stored each event whole, and Stripe objects can carry a payer's name, e-mail,
 phone and address. The stored payloads are rewritten to the fields the portal keeps (the same
-rules as `app.payments.inbox`, frozen here in SQL); what is dropped cannot be restored.
+rules as `app.integrations.stripe.inbox`, frozen here in SQL); what is dropped cannot be restored.
 
 Revision ID: 0009
 Revises: 0007

@@ -10,10 +10,10 @@ import stripe
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.integrations.stripe.client import stripe_client
 from app.models import Payment
 from app.outbox import service as outbox
-from app.outbox.service import Claimed, OnDelivered, PermanentFailure
-from app.payments.stripe_gateway import stripe_client
+from app.outbox.service import Claimed, PermanentFailure
 
 REFUND_TOPIC = "stripe.refund"
 
@@ -42,33 +42,19 @@ def refund_paid_order(session: Session, order_id: uuid.UUID) -> int:
     return len(payments)
 
 
-def deliver_refund(message: Claimed) -> OnDelivered:
-    """Outbox handler: refund through Stripe; the idempotency key makes a repeat harmless.
+def send_refund(message: Claimed) -> dict[str, Any] | None:
+    """Refund the message's payment through Stripe; the idempotency key makes a repeat harmless.
 
-    Returns what the worker records with the delivery: the audit row and the refund itself.
+    Returns Stripe's answer (id, amount, currency, status), or None when Stripe says the
+    payment was already refunded; any other refusal is permanent.
     """
-    payment_id = uuid.UUID(message.payload["payment_id"])
-    refund: dict[str, Any] | None
     try:
         sent = stripe_client().v1.refunds.create(
             params={"payment_intent": message.payload["payment_intent_id"]},
             options={"idempotency_key": f"portal-{message.dedupe_key}"},
         )
-        refund = {
-            "id": sent.id,
-            "amount": sent.amount,
-            "currency": sent.currency,
-            "status": sent.status,
-        }
     except stripe.InvalidRequestError as exc:
         if "already been refunded" not in str(exc) and "already refunded" not in str(exc):
             raise PermanentFailure(str(exc)) from exc
-        refund = None
-
-    def record(session: Session) -> None:
-        # Imported here: the payments service imports the orders service, which imports this.
-        from app.payments.service import record_refund_sent
-
-        record_refund_sent(session, payment_id, refund)
-
-    return record
+        return None
+    return {"id": sent.id, "amount": sent.amount, "currency": sent.currency, "status": sent.status}

@@ -1,0 +1,1 @@
+"""Adapters to the systems the portal talks to; flows and services call them."""

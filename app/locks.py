@@ -1,0 +1,160 @@
+"""Every lock the application takes, and the one order it takes them in.
+
+A transaction that needs several of these takes them in this order, top to bottom, and never
+goes back up; that is what keeps concurrent writers from deadlocking:
+
+1. an outbox message being recorded as delivered (its follow-up step may lock what follows);
+2. the self-order advisory lock on a patient's e-mail (before the patient, order and lots);
+3. a payment (the webhook and the refund record start here);
+4. an order (one by id, or a batch of unpaid ones past their window, SKIP LOCKED);
+5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment).
+
+Taken alone, never together with the above: a product (catalog edits), a lot's status change,
+a user, a patient (edits and key rotation, in id order), a checkout link (date-of-birth
+guesses) and the outbox claim (SKIP LOCKED, no lock held while delivering).
+
+The audit chain's advisory lock is taken last of all, by the sealer alone, in a transaction of
+its own: writing an audit row takes no lock. No lock is ever held across a call to Stripe, a
+pharmacy or a mail server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import CheckoutLink, Lot, Order, OutboxMessage, Payment, Product, User
+
+# Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
+SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
+AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
+
+Columns = TypeVarTuple("Columns")
+
+
+# -- 1. outbox --------------------------------------------------------------------------------
+def outbox_message(session: Session, message_id: uuid.UUID) -> OutboxMessage | None:
+    return session.get(OutboxMessage, message_id, with_for_update=True)
+
+
+def claim_due_outbox_messages(
+    session: Session, topics: list[str], *, now: datetime, limit: int
+) -> list[OutboxMessage]:
+    """Pending messages due now and not claimed by a live lease; rows another worker is
+    claiming are skipped (SKIP LOCKED), never waited for."""
+    return list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.topic.in_(topics),
+                OutboxMessage.next_attempt_at <= now,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            )
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+# -- 2. self-order --------------------------------------------------------------------------
+def self_order_email(session: Session, email_hash: str) -> None:
+    """One self-order per e-mail at a time, until the transaction ends."""
+    key = int(email_hash[:8], 16) - 2**31  # a signed 32-bit key from the e-mail's hash
+    session.execute(select(func.pg_advisory_xact_lock(SELF_ORDER_LOCK, key)))
+
+
+# -- 3. payment -----------------------------------------------------------------------------
+def payment_by_intent(session: Session, payment_intent_id: str) -> Payment | None:
+    return session.scalar(
+        select(Payment)
+        .where(Payment.stripe_payment_intent_id == payment_intent_id)
+        .with_for_update()
+    )
+
+
+def payment(session: Session, payment_id: uuid.UUID) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
+
+
+# -- 4. order -------------------------------------------------------------------------------
+def order(session: Session, order_id: uuid.UUID) -> Order | None:
+    return session.get(Order, order_id, with_for_update=True)
+
+
+def order_of(session: Session, query: Select[Order]) -> Order | None:
+    """The order `query` selects (joined to what decides visibility), only its row locked."""
+    return session.scalar(query.with_for_update(of=Order))
+
+
+def claim_expired_orders(
+    session: Session, condition: ColumnElement[bool], *, limit: int
+) -> list[Order]:
+    """Orders matching `condition`, oldest window first; those a concurrent payment holds are
+    skipped (SKIP LOCKED) and left for the next run."""
+    return list(
+        session.scalars(
+            select(Order)
+            .where(condition)
+            .order_by(Order.expires_at, Order.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def in_id_order(query: Select[*Columns], id_column: Any) -> Select[*Columns]:
+    """A batch of rows (orders' or patients' for key rotation) locked in id order."""
+    return query.order_by(id_column).with_for_update()
+
+
+# -- 5. lots --------------------------------------------------------------------------------
+def lots_where(session: Session, condition: ColumnElement[bool]) -> None:
+    """Lock lots in one statement, in id order, before releasing any.
+
+    Releasing some lots and then locking more to reserve would lock in two rounds and can
+    deadlock with a concurrent reservation holding a lower lot while it waits for a higher one.
+    """
+    session.execute(select(Lot.id).where(condition).order_by(Lot.id).with_for_update())
+
+
+def lots_of(query: Select[*Columns]) -> Select[*Columns]:
+    """`query` (joined to lots) with its lots locked in one statement, in id order."""
+    return query.order_by(Lot.id).with_for_update(of=Lot)
+
+
+# -- taken alone ------------------------------------------------------------------------------
+def lot(session: Session, lot_id: uuid.UUID) -> Lot | None:
+    return session.get(Lot, lot_id, with_for_update=True)
+
+
+def product(session: Session, product_id: uuid.UUID) -> Product | None:
+    return session.get(Product, product_id, with_for_update=True)
+
+
+def user(session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id, with_for_update=True)
+
+
+def user_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == email).with_for_update())
+
+
+def row_of(query: Select[*Columns]) -> Select[*Columns]:
+    """The single row `query` selects (e.g. a visible patient), locked."""
+    return query.with_for_update()
+
+
+def checkout_link(session: Session, link: CheckoutLink) -> None:
+    """Re-read the link's counters under its row lock."""
+    session.refresh(link, with_for_update=True)
+
+
+def try_audit_chain(session: Session) -> bool:
+    """The sealer's lock, for the rest of its own transaction; False if another sealer has it."""
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(AUDIT_CHAIN_LOCK))))
