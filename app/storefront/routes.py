@@ -11,7 +11,7 @@ from app.errors import (
     NotFound,
     problem_responses,
 )
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
 from app.storefront import service
@@ -29,8 +29,7 @@ def public_products(
     session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[PublicProduct]:
     """Products anyone may order without a prescription."""
-    rows = service.public_products(session, limit=limit, cursor=cursor)
-    return page_of([p for p, _ in rows], rows, limit, lambda row: (row[1],))
+    return service.public_products(session, limit=limit, cursor=cursor).page()
 
 
 @router.post(

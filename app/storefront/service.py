@@ -14,6 +14,7 @@ from app.errors import Forbidden, InsufficientStock
 from app.models import Order, Product
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
+from app.pagination import KeysetPage
 from app.patients import service as patients
 from app.patients.schemas import PatientCreate
 from app.storefront.schemas import PublicProduct, SelfOrderCreate
@@ -29,28 +30,26 @@ class PrescriptionRequired(Forbidden):
     title = "Only a doctor can order this product"
 
 
+def _public(product: Product, available: int) -> PublicProduct:
+    return PublicProduct(
+        id=product.id,
+        sku=product.sku,
+        name=product.name,
+        description=product.description,
+        price_cents=product.price_cents,
+        currency=product.currency,
+        in_stock=available > 0,
+    )
+
+
 def public_products(
     session: Session, *, limit: int, cursor: str | None
-) -> list[tuple[PublicProduct, str]]:
-    """Active, non-prescription products (each with its SKU for the cursor)."""
-    rows = list_products(
+) -> KeysetPage[PublicProduct]:
+    """Active, non-prescription products, by SKU."""
+    products = list_products(
         session, limit=limit, cursor=cursor, active=True, search=None, prescription=False
     )
-    return [
-        (
-            PublicProduct(
-                id=product.id,
-                sku=product.sku,
-                name=product.name,
-                description=product.description,
-                price_cents=product.price_cents,
-                currency=product.currency,
-                in_stock=available > 0,
-            ),
-            product.sku,
-        )
-        for product, available in rows
-    ]
+    return products.map(lambda row: _public(*row))
 
 
 def place_self_order(session: Session, data: SelfOrderCreate, client_address: str | None) -> Order:
