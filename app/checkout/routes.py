@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.types import Scope
 
+from app import http
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
 from app.config import get_settings
@@ -141,7 +142,7 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         .order_by(Product.name)
     ).all()
     settings = get_settings()
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     service.record_details_viewed(session, link, order, client)
     return _page(
         request,
@@ -187,7 +188,7 @@ def verify(
             title="Confirm it is you",
             error="Enter your date of birth as year, month and day.",
         )
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     if service.check_date_of_birth(session, link, answer, client):
         return _redirect("/pay", service.make_cookie(link.id, verified=True))
     if link.locked_at is not None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
+from app import http
 from app.checkout import service as checkout
 from app.db import DbSession
 from app.errors import (
@@ -43,7 +44,7 @@ def public_products(
 )
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     order = service.place_self_order(session, data, client)
     token = checkout.issue_link(session, service.SELF_ORDER, order, first=True)
     return SelfOrderCreated(
