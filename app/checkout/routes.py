@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from starlette.types import Scope
 
 from app import http
@@ -17,7 +16,7 @@ from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
 from app.config import get_settings
 from app.db import DbSession
-from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
+from app.models import CheckoutLink, Order, Patient
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
@@ -135,12 +134,7 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         return _page(request, "verify.html", title="Confirm it is you", error=None)
     patient = session.get(Patient, order.patient_id)
     assert patient is not None
-    rows = session.execute(
-        select(OrderItem, Product.name)
-        .join(Product, Product.id == OrderItem.product_id)
-        .where(OrderItem.order_id == order.id)
-        .order_by(Product.name)
-    ).all()
+    rows = service.order_lines(session, order)
     settings = get_settings()
     client = http.client_address(request)
     service.record_details_viewed(session, link, order, client)
@@ -209,7 +203,7 @@ def order_status(request: Request, session: DbSession, cookie: CookieValue = Non
     checkout, link, order = _session_link(session, cookie)
     if checkout is None or link is None or order is None:
         return _problem_page(request, LinkState.UNKNOWN)
-    payments = list(session.scalars(select(Payment).where(Payment.order_id == order.id)))
+    payments = service.payments_of(session, order)
     refunded = any(p.refunded_cents > 0 for p in payments)
     processing = any(p.status == "processing" for p in payments)
     headline, explanation, tone = {
