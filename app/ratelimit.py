@@ -27,7 +27,7 @@ from fastapi import Depends, Request
 from sqlalchemy import ARRAY, DateTime, Engine, Integer, bindparam, text
 from sqlalchemy.engine import Connection
 
-from app import phi
+from app import http, phi
 from app.config import Settings, get_settings
 from app.db import make_engine
 from app.errors import TooManyRequests, raises
@@ -66,7 +66,9 @@ def limits_of(bucket: Bucket, settings: Settings) -> dict[int, int]:
 
 def client_key(request: Request) -> str:
     """A keyed hash of the client's address: counters never hold the address in clear."""
-    address = request.client.host if request.client else "unknown"
+    address = http.client_address(request)
+    if address is None:
+        address = "unknown"
     return phi.lookup_hash(f"client-address:{address}")
 
 

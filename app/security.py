@@ -30,6 +30,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app import http
 from app.actor import Actor, Role
 from app.cache import TtlCache
 from app.config import Settings, get_settings
@@ -310,7 +311,7 @@ def current_actor(
     claims = get_verifier().verify(credentials.credentials)
     settings = get_settings()
     request_id = getattr(request.state, "request_id", None)
-    client_address = request.client.host if request.client else None
+    client_address = http.client_address(request)
     subject = str(claims["sub"])
     recent: TtlCache[str, users.SignedInUser] = request.app.state.signed_in_users
     user = recent.get(subject)

@@ -326,7 +326,7 @@ def explain(app_url: str, catalog: Catalog) -> dict[str, Any]:
             s, limit=PAGE, cursor=None, active=True, search="no-such-item"
         ),
         "inventory: low-stock": lambda s: repository.low_stock(
-            s, expiring_within_days=30, limit=PAGE, after_sku=None
+            s, expiring_within_days=30, limit=PAGE, cursor=None
         ),
     }
     captured: list[tuple[str, Any]] = []

@@ -3,13 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from app.audit import service
 from app.audit.schemas import AuditEntryOut, ChainStatus
 from app.db import DbSession
-from app.models import AuditEntry
-from app.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -27,19 +25,15 @@ def read_audit_log(
 ) -> Page[AuditEntryOut]:
     """The audit log, newest first. A row's `seq` and `row_hash` are null until it is sealed
     into the hash chain (within about a second, by the worker)."""
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if entity_type:
-        query = query.where(AuditEntry.entity_type == entity_type)
-    if entity_id:
-        query = query.where(AuditEntry.entity_id == entity_id)
-    if actor_subject:
-        query = query.where(AuditEntry.actor_subject == actor_subject)
-    if cursor:
-        (before_id,) = decode_cursor(cursor, 1, parse=(int,))
-        query = query.where(AuditEntry.id < before_id)
-    rows = list(session.scalars(query))
-    items = [AuditEntryOut.model_validate(r) for r in rows]
-    return page_of(items, rows, limit, lambda row: (row.id,))
+    entries = service.list_entries(
+        session,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        actor_subject=actor_subject,
+        limit=limit,
+        cursor=cursor,
+    )
+    return entries.map(AuditEntryOut.model_validate).page()
 
 
 @router.get("/verification", response_model=ChainStatus)

@@ -25,6 +25,7 @@ from app import locks
 from app.actor import Actor
 from app.models import AuditEntry
 from app.models.base import table_of
+from app.pagination import Keyset, KeysetPage
 
 GENESIS_HASH = "0" * 64
 # `verify` reports rows still unsealed after this long: the worker is not sealing.
@@ -275,3 +276,26 @@ def verify_chain(session: Session, progress: Any = None) -> VerificationResult:
         if progress is not None:
             progress(1)
     return result(None)
+
+
+NEWEST_FIRST = Keyset(AuditEntry.id, descending=True)
+
+
+def list_entries(
+    session: Session,
+    *,
+    entity_type: str | None,
+    entity_id: str | None,
+    actor_subject: str | None,
+    limit: int,
+    cursor: str | None,
+) -> KeysetPage[AuditEntry]:
+    """The log newest first (by insertion, so unsealed rows are listed too), optionally filtered."""
+    query = select(AuditEntry)
+    if entity_type:
+        query = query.where(AuditEntry.entity_type == entity_type)
+    if entity_id:
+        query = query.where(AuditEntry.entity_id == entity_id)
+    if actor_subject:
+        query = query.where(AuditEntry.actor_subject == actor_subject)
+    return NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)

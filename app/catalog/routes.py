@@ -11,7 +11,7 @@ from app.catalog.schemas import ProductCreate, ProductOut, ProductRemoval, Produ
 from app.db import DbSession
 from app.errors import Conflict, DuplicateValue, NotFound, problem_responses
 from app.models import Product
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(prefix="/products", tags=["catalog"])
@@ -36,8 +36,8 @@ def list_products(
     """Products ordered by SKU. Doctors see active products only."""
     if actor.role != Role.ADMIN:
         active = True
-    rows = service.list_products(session, limit=limit, cursor=cursor, active=active, search=q)
-    return page_of([_out(p, n) for p, n in rows], rows, limit, lambda row: (row[0].sku,))
+    products = service.list_products(session, limit=limit, cursor=cursor, active=active, search=q)
+    return products.map(lambda row: _out(*row)).page()
 
 
 @router.post(

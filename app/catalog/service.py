@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,8 +15,8 @@ from app.audit import service as audit
 from app.catalog.schemas import ProductCreate, ProductUpdate
 from app.errors import Conflict, DuplicateValue, NotFound
 from app.inventory import repository as stock
-from app.models import Lot, Product
-from app.pagination import decode_cursor
+from app.models import Product
+from app.pagination import Keyset, KeysetPage
 
 AUDITED_FIELDS = (
     "sku",
@@ -75,11 +75,7 @@ def update_product(
     if "sku" in changes and _sku_taken(session, changes["sku"], exclude=product.id):
         raise DuplicateValue(f"a product with SKU {changes['sku']} already exists", field="sku")
     if changes.get("perishable") and not product.perishable:
-        undated = session.scalar(
-            select(func.count())
-            .select_from(Lot)
-            .where(Lot.product_id == product.id, Lot.expiration_date.is_(None))
-        )
+        undated = stock.undated_lot_count(session, product.id)
         if undated:
             raise Conflict(
                 f"{undated} lot(s) of this product have no expiration date;"
@@ -102,8 +98,7 @@ def remove_product(
     """Delete a product without history; archive one with lots so the history stays whole."""
     product = get_product(session, product_id, for_update=True)
     before = product_fields(product)
-    has_history = session.scalar(select(exists().where(Lot.product_id == product.id)))
-    if has_history:
+    if stock.has_lots(session, product.id):
         if product.active:
             product.active = False
             audit.record(
@@ -122,6 +117,9 @@ def remove_product(
     return "deleted"
 
 
+BY_SKU = Keyset(Product.sku)
+
+
 def list_products(
     session: Session,
     *,
@@ -130,11 +128,9 @@ def list_products(
     active: bool | None,
     search: str | None,
     prescription: bool | None = None,
-) -> list[tuple[Product, int]]:
+) -> KeysetPage[tuple[Product, int]]:
     """A page of products ordered by SKU, each with its sellable quantity."""
-    query = (
-        select(Product, stock.sellable_quantity_of(Product.id)).order_by(Product.sku).limit(limit)
-    )
+    query = select(Product, stock.sellable_quantity_of(Product.id))
     if active is not None:
         query = query.where(Product.active.is_(active))
     if prescription is not None:
@@ -142,10 +138,8 @@ def list_products(
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Product.sku.ilike(pattern), Product.name.ilike(pattern)))
-    if cursor:
-        (last_sku,) = decode_cursor(cursor, 1)
-        query = query.where(Product.sku > last_sku)
-    return [(row[0], int(row[1])) for row in session.execute(query).all()]
+    page = BY_SKU.rows(session, query, limit=limit, cursor=cursor)
+    return page.map(lambda row: (row[0], int(row[1])))
 
 
 def product_with_quantity(session: Session, product: Product) -> tuple[Product, int]:

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from app import http
 from app.actor import Actor, Role
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
@@ -56,7 +57,7 @@ def payer(
     order = session.get(Order, link.order_id) if link else None
     if link is None or service.state_of(link, order) != LinkState.VALID:
         raise NotAuthenticated("the payment link is no longer valid", error="")
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     return Payer(service.system_actor(link, client), order_id=link.order_id)
 
 

@@ -9,14 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from starlette.types import Scope
 
+from app import http
 from app.checkout import service
 from app.checkout.service import COOKIE_NAME, LinkState
 from app.config import get_settings
 from app.db import DbSession
-from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
+from app.models import CheckoutLink, Order, Patient
 from app.notifications.templates import order_reference
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
@@ -135,14 +135,9 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         return _page(request, "verify.html", title="Confirm it is you", error=None)
     patient = session.get(Patient, order.patient_id)
     assert patient is not None
-    rows = session.execute(
-        select(OrderItem, Product.name)
-        .join(Product, Product.id == OrderItem.product_id)
-        .where(OrderItem.order_id == order.id)
-        .order_by(Product.name)
-    ).all()
+    rows = service.order_lines(session, order)
     settings = get_settings()
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     service.record_details_viewed(session, link, order, client)
     return _page(
         request,
@@ -188,7 +183,7 @@ def verify(
             title="Confirm it is you",
             error="Enter your date of birth as year, month and day.",
         )
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     if service.check_date_of_birth(session, link, answer, client):
         return _redirect("/pay", service.make_cookie(link.id, verified=True))
     if link.locked_at is not None:
@@ -209,7 +204,7 @@ def order_status(request: Request, session: DbSession, cookie: CookieValue = Non
     checkout, link, order = _session_link(session, cookie)
     if checkout is None or link is None or order is None:
         return _problem_page(request, LinkState.UNKNOWN)
-    payments = list(session.scalars(select(Payment).where(Payment.order_id == order.id)))
+    payments = service.payments_of(session, order)
     refunded = any(p.refunded_cents > 0 for p in payments)
     processing = any(p.status == "processing" for p in payments)
     headline, explanation, tone = {

@@ -24,7 +24,7 @@ from app import locks
 from app.actor import Actor, Role
 from app.audit import service as audit
 from app.config import get_settings
-from app.models import CheckoutLink, Order, Patient
+from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
 from app.notifications import flows
 from app.patients.service import decrypt_patient
@@ -163,6 +163,21 @@ def system_actor(link: CheckoutLink, client_address: str | None) -> Actor:
     return Actor(
         subject=f"checkout-link:{link.id}", role=Role.SYSTEM, client_address=client_address
     )
+
+
+def order_lines(session: Session, order: Order) -> list[tuple[OrderItem, str]]:
+    """The order's items with their product names, as the payment page lists them."""
+    rows = session.execute(
+        select(OrderItem, Product.name)
+        .join(Product, Product.id == OrderItem.product_id)
+        .where(OrderItem.order_id == order.id)
+        .order_by(Product.name)
+    ).all()
+    return [(item, name) for item, name in rows]
+
+
+def payments_of(session: Session, order: Order) -> list[Payment]:
+    return list(session.scalars(select(Payment).where(Payment.order_id == order.id)))
 
 
 def record_details_viewed(

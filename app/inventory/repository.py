@@ -1,4 +1,4 @@
-"""Stock queries shared by the catalog, inventory and (later) order reservation."""
+"""Stock queries: inventory's own, and those the catalog reads (inventory never imports catalog)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import Lot, Product, StockMovement
 from app.models.base import utcnow
+from app.pagination import Keyset, KeysetPage
 
 
 def today() -> date:
@@ -36,9 +37,27 @@ def sellable_quantity_of(product_id: Any) -> Any:
     )
 
 
+def has_lots(session: Session, product_id: uuid.UUID) -> bool:
+    """Whether any lot of the product was ever received (its stock has a history)."""
+    return bool(session.scalar(select(exists().where(Lot.product_id == product_id))))
+
+
+def undated_lot_count(session: Session, product_id: uuid.UUID) -> int:
+    """Lots of the product without an expiration date."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(Lot)
+        .where(Lot.product_id == product_id, Lot.expiration_date.is_(None))
+    )
+    return int(count or 0)
+
+
+LOW_STOCK_BY_SKU = Keyset(Product.sku)
+
+
 def low_stock(
-    session: Session, *, expiring_within_days: int, limit: int, after_sku: str | None
-) -> list[dict[str, Any]]:
+    session: Session, *, expiring_within_days: int, limit: int, cursor: str | None
+) -> KeysetPage[dict[str, Any]]:
     """Active products whose sellable quantity is at or below their par level."""
     on = today()
     sellable = lot_is_sellable(on)
@@ -67,12 +86,10 @@ def low_stock(
         .where(Product.active.is_(True))
         .group_by(Product.id)
         .having(sellable_qty <= Product.par_level)
-        .order_by(Product.sku)
-        .limit(limit)
     )
-    if after_sku is not None:
-        query = query.where(Product.sku > after_sku)
-    return [dict(row._mapping) for row in session.execute(query)]
+    names = list(query.selected_columns.keys())
+    page = LOW_STOCK_BY_SKU.rows(session, query, limit=limit, cursor=cursor)
+    return page.map(lambda row: dict(zip(names, row, strict=True)))
 
 
 def ledger_totals(session: Session, lot_id: uuid.UUID) -> tuple[int, int]:

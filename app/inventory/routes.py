@@ -13,7 +13,7 @@ from app.errors import (
     InvalidStateTransition,
     problem_responses,
 )
-from app.inventory import repository, service
+from app.inventory import service
 from app.inventory.schemas import (
     LotOut,
     LotReceive,
@@ -23,14 +23,10 @@ from app.inventory.schemas import (
     StockMovementOut,
 )
 from app.models import Lot
-from app.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(tags=["inventory"])
-
-
-def _created_key(row: Lot) -> tuple[str, uuid.UUID]:
-    return row.created_at.isoformat(), row.id
 
 
 def _lot_out(lot: Lot) -> LotOut:
@@ -60,8 +56,7 @@ def list_lots(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[LotOut]:
-    lots = service.list_lots(session, product_id, limit=limit, cursor=cursor)
-    return page_of([_lot_out(lot) for lot in lots], lots, limit, _created_key)
+    return service.list_lots(session, product_id, limit=limit, cursor=cursor).map(_lot_out).page()
 
 
 @router.get("/lots/{lot_id}", response_model=LotOut)
@@ -104,9 +99,8 @@ def list_movements(
     cursor: Cursor = None,
 ) -> Page[StockMovementOut]:
     """The lot's ledger, in the order it was written."""
-    rows = service.list_movements(session, lot_id, limit=limit, cursor=cursor)
-    items = [StockMovementOut.model_validate(m) for m in rows]
-    return page_of(items, rows, limit, lambda m: (m.seq,))
+    movements = service.list_movements(session, lot_id, limit=limit, cursor=cursor)
+    return movements.map(StockMovementOut.model_validate).page()
 
 
 @router.get("/inventory/low-stock", response_model=Page[LowStockItem])
@@ -118,17 +112,7 @@ def low_stock(
     cursor: Cursor = None,
 ) -> Page[LowStockItem]:
     """Active products whose sellable quantity is at or below par, with a suggested order."""
-    after_sku = decode_cursor(cursor, 1)[0] if cursor else None
-    rows = repository.low_stock(
-        session, expiring_within_days=expiring_within_days, limit=limit, after_sku=after_sku
+    items = service.low_stock(
+        session, expiring_within_days=expiring_within_days, limit=limit, cursor=cursor
     )
-    items = [
-        LowStockItem(
-            **row,
-            suggested_order_quantity=service.suggested_order_quantity(
-                row["par_level"], row["quantity_sellable"], row["reorder_quantity"]
-            ),
-        )
-        for row in rows
-    ]
-    return page_of(items, rows, limit, lambda row: (row["sku"],))
+    return items.page()

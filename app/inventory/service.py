@@ -11,14 +11,13 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import locks
 from app.actor import Actor
 from app.audit import service as audit
-from app.catalog.service import get_product
 from app.errors import (
     Conflict,
     DuplicateValue,
@@ -27,10 +26,10 @@ from app.errors import (
     NotFound,
 )
 from app.inventory import repository
-from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
-from app.models import Lot, StockMovement
+from app.inventory.schemas import LotReceive, LotStatusChange, LowStockItem, StockAdjustment
+from app.models import Lot, Product, StockMovement
 from app.models.base import utcnow
-from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.pagination import Keyset, KeysetPage
 
 # Lot status machine: recalled and expired are final.
 LOT_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -50,6 +49,15 @@ def lot_fields(lot: Lot) -> dict[str, Any]:
         "quantity_reserved": lot.quantity_reserved,
         "status": lot.status,
     }
+
+
+def get_product(session: Session, product_id: uuid.UUID) -> Product:
+    """The product whose lots are asked for (read here, not through the catalog, which itself
+    reads stock from this package)."""
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFound("product", product_id)
+    return product
 
 
 def get_lot(session: Session, lot_id: uuid.UUID) -> Lot:
@@ -207,36 +215,42 @@ def adjust_stock(
     return refreshed, movement
 
 
+LOTS_OLDEST_FIRST = Keyset(Lot.created_at, Lot.id)
+# The ledger in the order it was written.
+MOVEMENTS_IN_ORDER = Keyset(StockMovement.seq)
+
+
 def list_lots(
     session: Session, product_id: uuid.UUID, *, limit: int, cursor: str | None
-) -> list[Lot]:
+) -> KeysetPage[Lot]:
     get_product(session, product_id)
-    query = (
-        select(Lot)
-        .where(Lot.product_id == product_id)
-        .order_by(Lot.created_at, Lot.id)
-        .limit(limit)
-    )
-    if cursor:
-        created_at, lot_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(tuple_(Lot.created_at, Lot.id) > (created_at, lot_id))
-    return list(session.scalars(query))
+    query = select(Lot).where(Lot.product_id == product_id)
+    return LOTS_OLDEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)
 
 
 def list_movements(
     session: Session, lot_id: uuid.UUID, *, limit: int, cursor: str | None
-) -> list[StockMovement]:
+) -> KeysetPage[StockMovement]:
     get_lot(session, lot_id)
-    query = (
-        select(StockMovement)
-        .where(StockMovement.lot_id == lot_id)
-        .order_by(StockMovement.seq)
-        .limit(limit)
+    query = select(StockMovement).where(StockMovement.lot_id == lot_id)
+    return MOVEMENTS_IN_ORDER.scalars(session, query, limit=limit, cursor=cursor)
+
+
+def low_stock(
+    session: Session, *, expiring_within_days: int, limit: int, cursor: str | None
+) -> KeysetPage[LowStockItem]:
+    """Active products at or below par (by SKU), each with the quantity to order."""
+    rows = repository.low_stock(
+        session, expiring_within_days=expiring_within_days, limit=limit, cursor=cursor
     )
-    if cursor:
-        (after_seq,) = decode_cursor(cursor, 1, parse=(int,))
-        query = query.where(StockMovement.seq > after_seq)
-    return list(session.scalars(query))
+    return rows.map(
+        lambda row: LowStockItem(
+            **row,
+            suggested_order_quantity=suggested_order_quantity(
+                row["par_level"], row["quantity_sellable"], row["reorder_quantity"]
+            ),
+        )
+    )
 
 
 def suggested_order_quantity(par_level: int, sellable: int, reorder_quantity: int) -> int:

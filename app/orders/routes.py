@@ -26,7 +26,7 @@ from app.orders.schemas import (
     OrderStatus,
     OrderSummary,
 )
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -59,11 +59,10 @@ def list_orders(
     cursor: Cursor = None,
 ) -> Page[OrderSummary]:
     """Newest first. Doctors see the orders of their own patients."""
-    rows = service.list_orders(
+    orders = service.list_orders(
         session, actor, status=status, patient_id=patient_id, limit=limit, cursor=cursor
     )
-    items = [OrderSummary.model_validate(o, from_attributes=True) for o in rows]
-    return page_of(items, rows, limit, lambda o: (o.created_at.isoformat(), o.id))
+    return orders.map(lambda o: OrderSummary.model_validate(o, from_attributes=True)).page()
 
 
 @router.get("/{order_id}", response_model=OrderOut)

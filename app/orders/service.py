@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Exists, Select, delete, exists, select, tuple_
+from sqlalchemy import Exists, Select, delete, exists, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from app import locks, phi
@@ -33,7 +33,7 @@ from app.orders.schemas import (
     OrderLine,
     OrderOut,
 )
-from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.pagination import Keyset, KeysetPage
 from app.patients.service import get_visible_patient
 from app.schemas import MAX_ORDER_TOTAL_CENTS
 
@@ -416,6 +416,9 @@ def rotate_order_notes(
         last = orders[-1].id
 
 
+NEWEST_FIRST = Keyset(Order.created_at, Order.id, descending=True)
+
+
 def list_orders(
     session: Session,
     actor: Actor,
@@ -424,16 +427,14 @@ def list_orders(
     patient_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
-) -> list[Order]:
-    query = visible_orders(actor).order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+) -> KeysetPage[Order]:
+    query = visible_orders(actor)
     if status:
         query = query.where(Order.status == status)
     if patient_id:
         query = query.where(Order.patient_id == patient_id)
-    if cursor:
-        created_at, order_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(tuple_(Order.created_at, Order.id) < (created_at, order_id))
-    orders = list(session.scalars(query))
+    page = NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)
+    orders = page.rows
     # A list shows whose orders exist and what they cost: one audit row per read, naming them.
     audit.record(
         session,
@@ -447,7 +448,7 @@ def list_orders(
             "patient_id": patient_id,
         },
     )
-    return orders
+    return page
 
 
 def load_order(

@@ -6,13 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, tuple_
 
 from app.db import DbSession
 from app.errors import InvalidStateTransition, problem_responses
-from app.models import OutboxMessage
 from app.outbox import service
-from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor
 
 router = APIRouter(prefix="/outbox", tags=["outbox"])
@@ -42,17 +40,8 @@ def list_messages(
     cursor: Cursor = None,
 ) -> Page[OutboxMessageOut]:
     """Outgoing calls (refunds, notifications), newest first; `?status=dead`: dead letters."""
-    query = select(OutboxMessage).order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
-    if status:
-        query = query.where(OutboxMessage.status == status)
-    if cursor:
-        created_at, message_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(
-            tuple_(OutboxMessage.created_at, OutboxMessage.id) < (created_at, message_id)
-        )
-    rows = list(session.scalars(query.limit(limit)))
-    items = [OutboxMessageOut.model_validate(m) for m in rows]
-    return page_of(items, rows, limit, lambda m: (m.created_at.isoformat(), m.id))
+    messages = service.list_messages(session, status=status, limit=limit, cursor=cursor)
+    return messages.map(OutboxMessageOut.model_validate).page()
 
 
 @router.post(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +27,7 @@ from app.audit import service as audit
 from app.errors import InvalidStateTransition, NotFound
 from app.models import OutboxMessage
 from app.models.base import table_of, utcnow
+from app.pagination import Keyset, KeysetPage
 
 MAX_ATTEMPTS = 8
 BASE_DELAY = timedelta(seconds=5)
@@ -177,3 +178,15 @@ def resend(session: Session, actor: Actor, message_id: uuid.UUID) -> OutboxMessa
         after={"status": "pending", "topic": message.topic},
     )
     return message
+
+
+NEWEST_FIRST = Keyset(OutboxMessage.created_at, OutboxMessage.id, descending=True)
+
+
+def list_messages(
+    session: Session, *, status: str | None, limit: int, cursor: str | None
+) -> KeysetPage[OutboxMessage]:
+    query = select(OutboxMessage)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    return NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)

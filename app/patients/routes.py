@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, status
 
 from app.db import DbSession
 from app.errors import Conflict, DuplicateValue, NotFound, PhiInUrl, problem_responses, raises
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.patients import service
 from app.patients.schemas import PatientCreate, PatientOut, PatientSearch
 from app.security import StaffActor
@@ -46,8 +46,7 @@ def list_patients(
 
     `400 /problems/phi-in-url` for `?email=` (or another PHI field): use `POST /patients/search`.
     """
-    rows = service.find_patients(session, actor, email=None, limit=limit, cursor=cursor)
-    return page_of(rows, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
+    return service.find_patients(session, actor, email=None, limit=limit, cursor=cursor).page()
 
 
 @router.post("/search", response_model=Page[PatientOut])
@@ -60,8 +59,8 @@ def search_patients(
 ) -> Page[PatientOut]:
     """The actor's patients with this e-mail (a doctor: their own), newest first; the e-mail
     travels in the body, not the URL. Every patient returned is audited as a PHI read."""
-    rows = service.find_patients(session, actor, email=data.email, limit=limit, cursor=cursor)
-    return page_of(rows, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
+    found = service.find_patients(session, actor, email=data.email, limit=limit, cursor=cursor)
+    return found.page()
 
 
 @router.get("/{patient_id:uuid}", response_model=PatientOut)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from app.audit import service as audit
 from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
 from app.models import Patient, User
 from app.models.patient import PHI_FIELDS
-from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.pagination import Keyset, KeysetPage
 from app.patients.schemas import PatientCreate, PatientOut
 
 
@@ -182,6 +182,9 @@ def read_patient(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patie
     return view
 
 
+NEWEST_FIRST = Keyset(Patient.created_at, Patient.id, descending=True)
+
+
 def find_patients(
     session: Session,
     actor: Actor,
@@ -189,19 +192,14 @@ def find_patients(
     email: str | None,
     limit: int,
     cursor: str | None,
-) -> list[PatientOut]:
+) -> KeysetPage[PatientOut]:
     """The actor's patients (newest first), optionally by e-mail; each one read is audited."""
-    query = (
-        visible_patients(actor).order_by(Patient.created_at.desc(), Patient.id.desc()).limit(limit)
-    )
+    query = visible_patients(actor)
     if email:
         query = query.where(Patient.email_hash == phi.lookup_hash(phi.normalise_email(email)))
-    if cursor:
-        created_at, patient_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(tuple_(Patient.created_at, Patient.id) < (created_at, patient_id))
-    patients = list(session.scalars(query))
-    views = [decrypt_patient(p) for p in patients]
-    for patient in patients:
+    patients = NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)
+    views = patients.map(decrypt_patient)
+    for patient in patients.rows:
         audit.record(session, actor, "patient.read", "patient", patient.id)
     return views
 

@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from sqlalchemy import select, tuple_
 
 from app.checkout.payer import PayerDep
 from app.db import DbSession
@@ -16,10 +15,10 @@ from app.errors import (
     problem_responses,
 )
 from app.integrations.stripe.webhooks import InvalidWebhook, verify_webhook
-from app.models import Order, Payment
+from app.models import Order
 from app.orders.service import get_visible_order
-from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
-from app.payments import flows, service
+from app.pagination import Cursor, Limit, Page
+from app.payments import flows, repository, service
 from app.payments.schemas import IntentOut, IntentRequest, PaymentOut, WebhookAck
 from app.security import AdminActor, Public
 
@@ -84,14 +83,11 @@ def list_payments(
 ) -> Page[PaymentOut]:
     """Every payment, newest first (admins). `refunded_after_fulfilment=true` lists those
     refunded in full at Stripe after their order shipped, for follow-up."""
-    query = select(Payment).order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
-    if order_id:
-        query = query.where(Payment.order_id == order_id)
-    if refunded_after_fulfilment is not None:
-        query = query.where(Payment.refunded_after_fulfilment == refunded_after_fulfilment)
-    if cursor:
-        created_at, payment_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(tuple_(Payment.created_at, Payment.id) < (created_at, payment_id))
-    rows = list(session.scalars(query))
-    items = [PaymentOut.model_validate(p) for p in rows]
-    return page_of(items, rows, limit, lambda p: (p.created_at.isoformat(), p.id))
+    payments = repository.list_payments(
+        session,
+        order_id=order_id,
+        refunded_after_fulfilment=refunded_after_fulfilment,
+        limit=limit,
+        cursor=cursor,
+    )
+    return payments.map(PaymentOut.model_validate).page()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
+from app import http
 from app.db import DbSession
 from app.errors import (
     Conflict,
@@ -11,7 +12,7 @@ from app.errors import (
     problem_responses,
 )
 from app.notifications.service import InvalidRecipient
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
 from app.storefront import flows, service
@@ -29,8 +30,7 @@ def public_products(
     session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[PublicProduct]:
     """Products anyone may order without a prescription."""
-    rows = service.public_products(session, limit=limit, cursor=cursor)
-    return page_of([p for p, _ in rows], rows, limit, lambda row: (row[1],))
+    return service.public_products(session, limit=limit, cursor=cursor).page()
 
 
 @router.post(
@@ -49,7 +49,7 @@ def public_products(
 )
 def place_order(data: SelfOrderCreate, request: Request, session: DbSession) -> SelfOrderCreated:
     """A patient orders for themselves; pay through the returned link. No prescription items."""
-    client = request.client.host if request.client else None
+    client = http.client_address(request)
     placed = flows.place_self_order(session, data, client)
     order = placed.order
     return SelfOrderCreated(

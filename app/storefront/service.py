@@ -7,6 +7,8 @@ from sqlalchemy.orm import Session
 from app.actor import Actor
 from app.catalog.service import list_products
 from app.errors import Forbidden
+from app.models import Product
+from app.pagination import KeysetPage
 from app.storefront.schemas import PublicProduct
 
 SELF_ORDER = Actor.system("self-order")
@@ -20,25 +22,23 @@ class PrescriptionRequired(Forbidden):
     title = "Only a doctor can order this product"
 
 
+def _public(product: Product, available: int) -> PublicProduct:
+    return PublicProduct(
+        id=product.id,
+        sku=product.sku,
+        name=product.name,
+        description=product.description,
+        price_cents=product.price_cents,
+        currency=product.currency,
+        in_stock=available > 0,
+    )
+
+
 def public_products(
     session: Session, *, limit: int, cursor: str | None
-) -> list[tuple[PublicProduct, str]]:
-    """Active, non-prescription products (each with its SKU for the cursor)."""
-    rows = list_products(
+) -> KeysetPage[PublicProduct]:
+    """Active, non-prescription products, by SKU."""
+    products = list_products(
         session, limit=limit, cursor=cursor, active=True, search=None, prescription=False
     )
-    return [
-        (
-            PublicProduct(
-                id=product.id,
-                sku=product.sku,
-                name=product.name,
-                description=product.description,
-                price_cents=product.price_cents,
-                currency=product.currency,
-                in_stock=available > 0,
-            ),
-            product.sku,
-        )
-        for product, available in rows
-    ]
+    return products.map(lambda row: _public(*row))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 from app.db import DbSession
 from app.errors import Conflict, DuplicateValue, problem_responses
 from app.models import User
-from app.pagination import Cursor, Limit, Page, page_of
+from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor, StaffActor
 from app.users import service
 from app.users.schemas import UserInvite, UserOut, UserUpdate
@@ -37,8 +37,7 @@ def who_am_i(actor: StaffActor, session: DbSession) -> UserOut:
 def list_users(
     actor: AdminActor, session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[UserOut]:
-    rows = service.list_users(session, limit=limit, cursor=cursor)
-    return page_of([_out(u) for u in rows], rows, limit, lambda u: (u.created_at.isoformat(), u.id))
+    return service.list_users(session, limit=limit, cursor=cursor).map(_out).page()
 
 
 @router.post(

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from app.errors import (
     NotFound,
 )
 from app.models import User
-from app.pagination import CREATED_AT_AND_ID, decode_cursor
+from app.pagination import Keyset, KeysetPage
 from app.users.schemas import UserInvite, UserUpdate
 
 
@@ -145,12 +145,11 @@ def get_user(session: Session, user_id: uuid.UUID) -> User:
     return user
 
 
-def list_users(session: Session, *, limit: int, cursor: str | None) -> list[User]:
-    query = select(User).order_by(User.created_at, User.id).limit(limit)
-    if cursor:
-        created_at, user_id = decode_cursor(cursor, 2, parse=CREATED_AT_AND_ID)
-        query = query.where(tuple_(User.created_at, User.id) > (created_at, user_id))
-    return list(session.scalars(query))
+OLDEST_FIRST = Keyset(User.created_at, User.id)
+
+
+def list_users(session: Session, *, limit: int, cursor: str | None) -> KeysetPage[User]:
+    return OLDEST_FIRST.scalars(session, select(User), limit=limit, cursor=cursor)
 
 
 def invite_user(session: Session, actor: Actor, data: UserInvite) -> User:
