@@ -29,14 +29,15 @@ from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, StockMovement
 from app.models.base import utcnow
+from app.models.status import AdjustmentReason, LotStatus, StockMovementReason
 from app.pagination import CREATED_AT_AND_ID, decode_cursor
 
 # Lot status machine: recalled and expired are final.
-LOT_TRANSITIONS: dict[str, frozenset[str]] = {
-    "available": frozenset({"quarantined", "recalled", "expired"}),
-    "quarantined": frozenset({"available", "recalled", "expired"}),
-    "recalled": frozenset(),
-    "expired": frozenset(),
+LOT_TRANSITIONS: dict[LotStatus, frozenset[LotStatus]] = {
+    LotStatus.AVAILABLE: frozenset({LotStatus.QUARANTINED, LotStatus.RECALLED, LotStatus.EXPIRED}),
+    LotStatus.QUARANTINED: frozenset({LotStatus.AVAILABLE, LotStatus.RECALLED, LotStatus.EXPIRED}),
+    LotStatus.RECALLED: frozenset(),
+    LotStatus.EXPIRED: frozenset(),
 }
 
 
@@ -65,8 +66,8 @@ def record_movement(
     *,
     delta_on_hand: int = 0,
     delta_reserved: int = 0,
-    reason: str,
-    reason_code: str | None = None,
+    reason: StockMovementReason,
+    reason_code: AdjustmentReason | None = None,
     note: str | None = None,
     order_id: uuid.UUID | None = None,
 ) -> StockMovement:
@@ -108,7 +109,7 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
         expiration_date=data.expiration_date,
         quantity_on_hand=data.quantity,
         quantity_reserved=0,
-        status="available",
+        status=LotStatus.AVAILABLE,
     )
     session.add(lot)
     try:
@@ -118,7 +119,9 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
         raise DuplicateValue(
             f"lot {data.lot_number} of {product.sku} was already received", field="lot_number"
         ) from exc
-    record_movement(session, actor, lot.id, delta_on_hand=data.quantity, reason="receipt")
+    record_movement(
+        session, actor, lot.id, delta_on_hand=data.quantity, reason=StockMovementReason.RECEIPT
+    )
     session.refresh(lot)
     audit.record(session, actor, "lot.received", "lot", lot.id, after=lot_fields(lot))
     return lot
@@ -128,14 +131,15 @@ def change_status(session: Session, actor: Actor, lot_id: uuid.UUID, data: LotSt
     lot = session.get(Lot, lot_id, with_for_update=True)
     if lot is None:
         raise NotFound("lot", lot_id)
-    if data.status not in LOT_TRANSITIONS[lot.status]:
+    allowed = LOT_TRANSITIONS[LotStatus(lot.status)]
+    if data.status not in allowed:
         raise InvalidStateTransition(
             f"a lot that is {lot.status} cannot become {data.status}",
             current_status=lot.status,
-            allowed=sorted(LOT_TRANSITIONS[lot.status]),
+            allowed=sorted(allowed),
         )
     if (
-        data.status == "available"
+        data.status == LotStatus.AVAILABLE
         and lot.expiration_date is not None
         and lot.expiration_date < repository.today()
     ):
@@ -184,7 +188,7 @@ def adjust_stock(
         actor,
         lot_id,
         delta_on_hand=data.delta,
-        reason="adjustment",
+        reason=StockMovementReason.ADJUSTMENT,
         reason_code=data.reason,
         note=data.note,
     )

@@ -15,6 +15,7 @@ from app.errors import (
     problem_responses,
 )
 from app.models.order import CancellationReason
+from app.models.status import OrderStatus
 from app.orders import service, state
 from app.orders.schemas import (
     CheckoutLinkOut,
@@ -23,7 +24,6 @@ from app.orders.schemas import (
     OrderCreated,
     OrderEdit,
     OrderOut,
-    OrderStatus,
     OrderSummary,
 )
 from app.pagination import Cursor, Limit, Page, page_of
@@ -113,7 +113,7 @@ def issue_checkout_link(
 ) -> CheckoutLinkOut:
     """A new payment link for a pending order; earlier links stop working."""
     order = service.get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "paid")
+    state.ensure_payable(order)
     token = checkout.issue_link(session, actor, order)
     return CheckoutLinkOut(
         order_id=order.id, checkout_url=checkout.checkout_url(token), expires_at=order.expires_at

@@ -230,7 +230,7 @@ def edit_items(
 ) -> Order:
     """Replace a pending order's items, re-reserving atomically (all or nothing)."""
     order = get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "paid")  # only a pending order can still change
+    state.ensure_payable(order)  # only a pending order can still change
     if session.scalar(select(_debit_processing(order.id))):
         raise Conflict("a bank payment for this order is processing; it cannot be edited now")
     old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
@@ -11,6 +11,7 @@ from sqlalchemy import select, tuple_
 from app.db import DbSession
 from app.errors import InvalidStateTransition, problem_responses
 from app.models import OutboxMessage
+from app.models.status import OutboxStatus
 from app.outbox import service
 from app.pagination import CREATED_AT_AND_ID, Cursor, Limit, Page, decode_cursor, page_of
 from app.security import AdminActor
@@ -24,7 +25,7 @@ class OutboxMessageOut(BaseModel):
     id: uuid.UUID
     topic: str
     dedupe_key: str
-    status: str
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
@@ -37,7 +38,7 @@ class OutboxMessageOut(BaseModel):
 def list_messages(
     actor: AdminActor,
     session: DbSession,
-    status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    status: Annotated[OutboxStatus | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[OutboxMessageOut]:
