@@ -13,10 +13,11 @@ from sqlalchemy import select
 from starlette.types import Scope
 
 from app.checkout import service
-from app.checkout.service import COOKIE_NAME, LinkState
+from app.checkout.service import COOKIE_NAME
 from app.config import get_settings
 from app.db import DbSession
 from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
+from app.models.status import LinkState, OrderStatus, PaymentStatus
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
 from app.security import Public
@@ -210,21 +211,21 @@ def order_status(request: Request, session: DbSession, cookie: CookieValue = Non
         return _problem_page(request, LinkState.UNKNOWN)
     payments = list(session.scalars(select(Payment).where(Payment.order_id == order.id)))
     refunded = any(p.refunded_cents > 0 for p in payments)
-    processing = any(p.status == "processing" for p in payments)
+    processing = any(p.status == PaymentStatus.PROCESSING for p in payments)
     headline, explanation, tone = {
-        "pending": (
+        OrderStatus.PENDING: (
             ("Payment processing", "Your bank payment is on its way; this can take a few days.", "")
             if processing
             else ("Awaiting payment", "Your order is waiting for payment.", "")
         ),
-        "paid": ("Paid", "Thank you. Your order is being prepared.", "ok"),
-        "fulfilled": ("Fulfilled", "Your order has been prepared and sent.", "ok"),
-        "cancelled": (
+        OrderStatus.PAID: ("Paid", "Thank you. Your order is being prepared.", "ok"),
+        OrderStatus.FULFILLED: ("Fulfilled", "Your order has been prepared and sent.", "ok"),
+        OrderStatus.CANCELLED: (
             ("Cancelled and refunded", "Your payment was refunded.", "")
             if refunded
             else ("Cancelled", "This order was cancelled.", "")
         ),
-    }[order.status]
+    }[OrderStatus(order.status)]
     return _page(
         request,
         "status.html",
