@@ -6,11 +6,16 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.models.status import StaffRole
+
 
 class Role(StrEnum):
-    ADMIN = "admin"
-    DOCTOR = "doctor"
+    """The actor's role, recorded in every audit row it writes (`audit_log.actor_role`)."""
+
+    ADMIN = StaffRole.ADMIN.value
+    DOCTOR = StaffRole.DOCTOR.value
     SYSTEM = "system"  # the CLI, pipelines and workers
+    CHECKOUT_LINK = "checkout-link"  # a patient, through their payment link (app/checkout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,4 +33,15 @@ class Actor:
 
     @property
     def is_admin(self) -> bool:
-        return self.role in (Role.ADMIN, Role.SYSTEM)
+        """A member of staff with the admin role; never one of the portal's own actors."""
+        return self.role == Role.ADMIN
+
+    @property
+    def sees_all_patients(self) -> bool:
+        """Whether every patient, and so every order, is visible to this actor.
+
+        A doctor sees their own patients only. Admins see all; so do the portal's processes,
+        which act for every doctor, and a checkout link, which its payer dependency confines to
+        the one order it names (app/checkout/payer.py), not this rule.
+        """
+        return self.role in (Role.ADMIN, Role.SYSTEM, Role.CHECKOUT_LINK)

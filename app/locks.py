@@ -28,6 +28,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import CheckoutLink, Lot, Order, OutboxMessage, Payment, Product, User
+from app.models.status import OutboxStatus
 
 # Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
 SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
@@ -50,7 +51,7 @@ def claim_due_outbox_messages(
         session.scalars(
             select(OutboxMessage)
             .where(
-                OutboxMessage.status == "pending",
+                OutboxMessage.status == OutboxStatus.PENDING,
                 OutboxMessage.topic.in_(topics),
                 OutboxMessage.next_attempt_at <= now,
                 or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from app import http
 from app.actor import Actor, Role
 from app.checkout import service
-from app.checkout.service import COOKIE_NAME, LinkState
+from app.checkout.service import COOKIE_NAME
 from app.db import DbSession
 from app.errors import (
     EmailAlreadyLinked,
@@ -24,6 +24,7 @@ from app.errors import (
     raises,
 )
 from app.models import CheckoutLink, Order
+from app.models.status import LinkState
 from app.security import bearer_scheme, current_actor
 
 
@@ -58,9 +59,9 @@ def payer(
     if link is None or service.state_of(link, order) != LinkState.VALID:
         raise NotAuthenticated("the payment link is no longer valid", error="")
     client = http.client_address(request)
-    return Payer(service.system_actor(link, client), order_id=link.order_id)
+    return Payer(service.link_actor(link, client), order_id=link.order_id)
 
 
-payer.__portal_roles__ = frozenset({"admin", "doctor", "checkout-link"})  # type: ignore[attr-defined]
+payer.__portal_roles__ = frozenset({Role.ADMIN, Role.DOCTOR, Role.CHECKOUT_LINK})  # type: ignore[attr-defined]
 
 PayerDep = Annotated[Payer, Depends(payer)]

@@ -13,10 +13,11 @@ from starlette.types import Scope
 
 from app import http
 from app.checkout import service
-from app.checkout.service import COOKIE_NAME, LinkState
+from app.checkout.service import COOKIE_NAME
 from app.config import get_settings
 from app.db import DbSession
 from app.models import CheckoutLink, Order, Patient
+from app.models.status import LinkState, OrderStatus, PaymentStatus
 from app.notifications.templates import order_reference
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
@@ -206,21 +207,21 @@ def order_status(request: Request, session: DbSession, cookie: CookieValue = Non
         return _problem_page(request, LinkState.UNKNOWN)
     payments = service.payments_of(session, order)
     refunded = any(p.refunded_cents > 0 for p in payments)
-    processing = any(p.status == "processing" for p in payments)
+    processing = any(p.status == PaymentStatus.PROCESSING for p in payments)
     headline, explanation, tone = {
-        "pending": (
+        OrderStatus.PENDING: (
             ("Payment processing", "Your bank payment is on its way; this can take a few days.", "")
             if processing
             else ("Awaiting payment", "Your order is waiting for payment.", "")
         ),
-        "paid": ("Paid", "Thank you. Your order is being prepared.", "ok"),
-        "fulfilled": ("Fulfilled", "Your order has been prepared and sent.", "ok"),
-        "cancelled": (
+        OrderStatus.PAID: ("Paid", "Thank you. Your order is being prepared.", "ok"),
+        OrderStatus.FULFILLED: ("Fulfilled", "Your order has been prepared and sent.", "ok"),
+        OrderStatus.CANCELLED: (
             ("Cancelled and refunded", "Your payment was refunded.", "")
             if refunded
             else ("Cancelled", "This order was cancelled.", "")
         ),
-    }[order.status]
+    }[OrderStatus(order.status)]
     return _page(
         request,
         "status.html",

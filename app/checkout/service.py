@@ -15,7 +15,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -26,19 +25,11 @@ from app.audit import service as audit
 from app.config import get_settings
 from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
+from app.models.status import LinkState, OrderStatus
 from app.notifications import flows
 from app.patients.service import decrypt_patient
 
 COOKIE_NAME = "portal_checkout"
-
-
-class LinkState(StrEnum):
-    VALID = "valid"
-    UNKNOWN = "unknown"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    LOCKED = "locked"
-    CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
 
 
 def token_hash(token: str) -> str:
@@ -106,7 +97,7 @@ def state_of(link: CheckoutLink | None, order: Order | None = None) -> LinkState
         return LinkState.UNKNOWN
     if link.locked_at is not None:
         return LinkState.LOCKED
-    if order is not None and order.status != "pending":
+    if order is not None and order.status != OrderStatus.PENDING:
         # Paying or cancelling replaces the links; an old one then leads to the status page,
         # not to "ask for a new link" (which would suggest paying again).
         return LinkState.CLOSED
@@ -158,10 +149,11 @@ def read_cookie(value: str | None) -> CheckoutSession | None:
     return session if session.expires > time.time() else None
 
 
-def system_actor(link: CheckoutLink, client_address: str | None) -> Actor:
-    """The patient acts through their link; the audit log names the link, not the person."""
+def link_actor(link: CheckoutLink, client_address: str | None) -> Actor:
+    """The patient acts through their link; the audit log names the link, not the person, with
+    the role `checkout-link`."""
     return Actor(
-        subject=f"checkout-link:{link.id}", role=Role.SYSTEM, client_address=client_address
+        subject=f"checkout-link:{link.id}", role=Role.CHECKOUT_LINK, client_address=client_address
     )
 
 
@@ -184,7 +176,7 @@ def record_details_viewed(
     session: Session, link: CheckoutLink, order: Order, client_address: str | None
 ) -> None:
     """The payment page decrypted the patient's details and the order's items: PHI reads."""
-    actor = system_actor(link, client_address)
+    actor = link_actor(link, client_address)
     audit.record(session, actor, "order.read", "order", order.id)
     audit.record(session, actor, "patient.read", "patient", order.patient_id)
 
@@ -202,7 +194,7 @@ def check_date_of_birth(
     assert order is not None
     patient = session.get(Patient, order.patient_id)
     assert patient is not None
-    actor = system_actor(link, client_address)
+    actor = link_actor(link, client_address)
     if decrypt_patient(patient).date_of_birth == answer:
         if link.first_used_at is None:
             link.first_used_at = utcnow()

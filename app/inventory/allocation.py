@@ -23,6 +23,7 @@ from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Integer,
+    String,
     Uuid,
     and_,
     bindparam,
@@ -40,6 +41,7 @@ from app.errors import InsufficientStock, InvalidStateTransition
 from app.inventory.repository import today
 from app.inventory.service import record_movement
 from app.models import Lot, LotAllocation, OrderItem, Product
+from app.models.status import LotStatus, StockMovementReason
 
 
 def earliest_acceptable_expiry(min_shelf_life_days: int, on: date | None = None) -> date:
@@ -49,7 +51,7 @@ def earliest_acceptable_expiry(min_shelf_life_days: int, on: date | None = None)
 def reservable(min_shelf_life_days: int) -> ColumnElement[bool]:
     cutoff = earliest_acceptable_expiry(min_shelf_life_days)
     return and_(
-        Lot.status == "available",
+        Lot.status == LotStatus.AVAILABLE,
         or_(Lot.expiration_date.is_(None), Lot.expiration_date >= cutoff),
         Lot.quantity_on_hand > Lot.quantity_reserved,
     )
@@ -81,7 +83,7 @@ TAKE_FROM_LOTS = text(
     ), ledger AS (
         INSERT INTO stock_movements
             (id, lot_id, delta_on_hand, delta_reserved, reason, order_id, actor_subject)
-        SELECT gen_random_uuid(), taken.id, 0, taken.take, 'reservation', :order_id, :actor
+        SELECT gen_random_uuid(), taken.id, 0, taken.take, :reason, :order_id, :actor
         FROM taken ORDER BY taken.id
     )
     SELECT id FROM taken
@@ -91,6 +93,7 @@ TAKE_FROM_LOTS = text(
     bindparam("lot_ids", type_=ARRAY(Uuid)),
     bindparam("takes", type_=ARRAY(Integer)),
     bindparam("order_id", type_=Uuid),
+    bindparam("reason", type_=String),
 )
 
 
@@ -179,6 +182,7 @@ def reserve(
             "takes": [r.quantity for r in plan],
             "order_id": order_id,
             "actor": actor.subject,
+            "reason": StockMovementReason.RESERVATION,
         },
     ).all()
     lot_ids = {r.lot_id for r in plan}
@@ -222,7 +226,7 @@ def release(
             actor,
             lot.id,
             delta_reserved=-allocation.quantity,
-            reason="release",
+            reason=StockMovementReason.RELEASE,
             order_id=order_id,
         )
         if delete_allocations:
@@ -236,10 +240,10 @@ def consume(
     """Ship the reserved units: on-hand and reserved both drop. Refused for unusable lots."""
     pairs = _allocations_with_lots(session, order_item_ids)
     for _, lot in pairs:
-        if lot.status != "available" or (
+        if lot.status != LotStatus.AVAILABLE or (
             lot.expiration_date is not None and lot.expiration_date < today()
         ):
-            state = lot.status if lot.status != "available" else "expired"
+            state = lot.status if lot.status != LotStatus.AVAILABLE else LotStatus.EXPIRED
             raise InvalidStateTransition(
                 f"lot {lot.lot_number} is {state}; cancel the order or re-order from another lot",
                 lot_id=str(lot.id),
@@ -260,7 +264,7 @@ def consume(
             lot.id,
             delta_on_hand=-allocation.quantity,
             delta_reserved=-allocation.quantity,
-            reason="fulfilment",
+            reason=StockMovementReason.FULFILMENT,
             order_id=order_id,
         )
     session.flush()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Lot, Product, StockMovement
 from app.models.base import utcnow
+from app.models.status import LotStatus
 from app.pagination import Keyset, KeysetPage
 
 
@@ -22,7 +23,7 @@ def lot_is_sellable(on: date | None = None) -> ColumnElement[bool]:
     """Available status and not past its expiration date (expiring today is still sellable)."""
     on = on or today()
     return and_(
-        Lot.status == "available",
+        Lot.status == LotStatus.AVAILABLE,
         or_(Lot.expiration_date.is_(None), Lot.expiration_date >= on),
     )
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.models.status import AdjustmentReason, LotStatus, StockMovementReason
 from app.schemas import (
     LAST_DATE,
     MAX_QUANTITY,
@@ -27,12 +28,10 @@ from app.schemas import (
 LotNumber = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$", max_length=64)
 ]
-LotStatus = Literal["available", "quarantined", "recalled", "expired"]
-AdjustmentReason = Literal["damaged", "count_correction", "returned", "expired", "other"]
 
 # Which direction each adjustment reason may move stock.
-REASONS_THAT_REMOVE = {"damaged", "expired"}
-REASONS_THAT_ADD = {"returned"}
+REASONS_THAT_REMOVE = {AdjustmentReason.DAMAGED, AdjustmentReason.EXPIRED}
+REASONS_THAT_ADD = {AdjustmentReason.RETURNED}
 
 ExpirationDate = Annotated[
     date, DateBounds(days_from_today(1), LAST_DATE, "expiration_date must be after today")
@@ -74,9 +73,12 @@ def _not_zero(delta: int) -> int:
     return delta
 
 
-def _when_reason(reasons: set[str], then: dict[str, Any]) -> dict[str, Any]:
+def _when_reason(reasons: set[AdjustmentReason], then: dict[str, Any]) -> dict[str, Any]:
     return {
-        "if": {"properties": {"reason": {"enum": sorted(reasons)}}, "required": ["reason"]},
+        "if": {
+            "properties": {"reason": {"enum": sorted(r.value for r in reasons)}},
+            "required": ["reason"],
+        },
         "then": then,
     }
 
@@ -87,7 +89,10 @@ def _document_adjustment_rules(schema: dict[str, Any]) -> None:
     schema["allOf"] = [
         _when_reason(REASONS_THAT_REMOVE, {"properties": {"delta": {"maximum": -1}}}),
         _when_reason(REASONS_THAT_ADD, {"properties": {"delta": {"minimum": 1}}}),
-        _when_reason({"other"}, {"required": ["note"], "properties": {"note": {"type": "string"}}}),
+        _when_reason(
+            {AdjustmentReason.OTHER},
+            {"required": ["note"], "properties": {"note": {"type": "string"}}},
+        ),
     ]
 
 
@@ -112,7 +117,7 @@ class StockAdjustment(StrictInput):
             raise ValueError(f"an adjustment for reason '{self.reason}' must be negative")
         if self.reason in REASONS_THAT_ADD and self.delta < 0:
             raise ValueError(f"an adjustment for reason '{self.reason}' must be positive")
-        if self.reason == "other" and not self.note:
+        if self.reason == AdjustmentReason.OTHER and not self.note:
             raise ValueError("a note is required when the reason is 'other'")
         return self
 
@@ -124,8 +129,8 @@ class StockMovementOut(BaseModel):
     lot_id: uuid.UUID
     delta_on_hand: int
     delta_reserved: int
-    reason: str
-    reason_code: str | None
+    reason: StockMovementReason
+    reason_code: AdjustmentReason | None
     note: str | None
     order_id: uuid.UUID | None
     actor_subject: str

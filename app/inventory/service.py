@@ -29,14 +29,15 @@ from app.inventory import repository
 from app.inventory.schemas import LotReceive, LotStatusChange, LowStockItem, StockAdjustment
 from app.models import Lot, Product, StockMovement
 from app.models.base import utcnow
+from app.models.status import AdjustmentReason, LotStatus, StockMovementReason
 from app.pagination import Keyset, KeysetPage
 
 # Lot status machine: recalled and expired are final.
-LOT_TRANSITIONS: dict[str, frozenset[str]] = {
-    "available": frozenset({"quarantined", "recalled", "expired"}),
-    "quarantined": frozenset({"available", "recalled", "expired"}),
-    "recalled": frozenset(),
-    "expired": frozenset(),
+LOT_TRANSITIONS: dict[LotStatus, frozenset[LotStatus]] = {
+    LotStatus.AVAILABLE: frozenset({LotStatus.QUARANTINED, LotStatus.RECALLED, LotStatus.EXPIRED}),
+    LotStatus.QUARANTINED: frozenset({LotStatus.AVAILABLE, LotStatus.RECALLED, LotStatus.EXPIRED}),
+    LotStatus.RECALLED: frozenset(),
+    LotStatus.EXPIRED: frozenset(),
 }
 
 
@@ -74,8 +75,8 @@ def record_movement(
     *,
     delta_on_hand: int = 0,
     delta_reserved: int = 0,
-    reason: str,
-    reason_code: str | None = None,
+    reason: StockMovementReason,
+    reason_code: AdjustmentReason | None = None,
     note: str | None = None,
     order_id: uuid.UUID | None = None,
 ) -> StockMovement:
@@ -117,7 +118,7 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
         expiration_date=data.expiration_date,
         quantity_on_hand=data.quantity,
         quantity_reserved=0,
-        status="available",
+        status=LotStatus.AVAILABLE,
     )
     session.add(lot)
     try:
@@ -127,7 +128,9 @@ def receive_lot(session: Session, actor: Actor, product_id: uuid.UUID, data: Lot
         raise DuplicateValue(
             f"lot {data.lot_number} of {product.sku} was already received", field="lot_number"
         ) from exc
-    record_movement(session, actor, lot.id, delta_on_hand=data.quantity, reason="receipt")
+    record_movement(
+        session, actor, lot.id, delta_on_hand=data.quantity, reason=StockMovementReason.RECEIPT
+    )
     session.refresh(lot)
     audit.record(session, actor, "lot.received", "lot", lot.id, after=lot_fields(lot))
     return lot
@@ -137,14 +140,15 @@ def change_status(session: Session, actor: Actor, lot_id: uuid.UUID, data: LotSt
     lot = locks.lot(session, lot_id)
     if lot is None:
         raise NotFound("lot", lot_id)
-    if data.status not in LOT_TRANSITIONS[lot.status]:
+    allowed = LOT_TRANSITIONS[LotStatus(lot.status)]
+    if data.status not in allowed:
         raise InvalidStateTransition(
             f"a lot that is {lot.status} cannot become {data.status}",
             current_status=lot.status,
-            allowed=sorted(LOT_TRANSITIONS[lot.status]),
+            allowed=sorted(allowed),
         )
     if (
-        data.status == "available"
+        data.status == LotStatus.AVAILABLE
         and lot.expiration_date is not None
         and lot.expiration_date < repository.today()
     ):
@@ -193,7 +197,7 @@ def adjust_stock(
         actor,
         lot_id,
         delta_on_hand=data.delta,
-        reason="adjustment",
+        reason=StockMovementReason.ADJUSTMENT,
         reason_code=data.reason,
         note=data.note,
     )

@@ -7,8 +7,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
-
-LOT_STATUSES = ("available", "quarantined", "recalled", "expired")
+from app.models.status import LotStatus, one_of
 
 
 class Lot(UUIDPrimaryKey, CreatedAt, Base):
@@ -20,9 +19,7 @@ class Lot(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint("quantity_on_hand >= 0", name="on_hand_not_negative"),
         CheckConstraint("quantity_reserved >= 0", name="reserved_not_negative"),
         CheckConstraint("quantity_reserved <= quantity_on_hand", name="reserved_within_on_hand"),
-        CheckConstraint(
-            "status IN ('available', 'quarantined', 'recalled', 'expired')", name="status"
-        ),
+        CheckConstraint(one_of("status", LotStatus), name="status"),
         Index("ix_lots_product_id_expiration_date", "product_id", "expiration_date"),
     )
 
@@ -31,6 +28,6 @@ class Lot(UUIDPrimaryKey, CreatedAt, Base):
     expiration_date: Mapped[date | None]
     quantity_on_hand: Mapped[int] = mapped_column(server_default=text("0"))
     quantity_reserved: Mapped[int] = mapped_column(server_default=text("0"))
-    status: Mapped[str] = mapped_column(String(16), server_default="available")
+    status: Mapped[str] = mapped_column(String(16), server_default=LotStatus.AVAILABLE.value)
     status_reason: Mapped[str | None] = mapped_column(String(500))
     status_changed_at: Mapped[datetime | None]

@@ -2,54 +2,31 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
 
-ORDER_STATUSES = ("pending", "paid", "fulfilled", "cancelled")
-
-
-class CancellationReason(StrEnum):
-    """Why an order was cancelled: a code, kept in clear. Details go in the encrypted note."""
-
-    # Chosen by staff.
-    PATIENT_REQUEST = "patient_request"
-    PRESCRIBER_CHANGE = "prescriber_change"
-    DUPLICATE_ORDER = "duplicate_order"
-    ENTERED_IN_ERROR = "entered_in_error"
-    OUT_OF_STOCK = "out_of_stock"
-    OTHER = "other"
-    # Set by the system.
-    PAYMENT_EXPIRED = "payment_expired"
-    REFUNDED_AT_STRIPE = "refunded_at_stripe"
-
-
-SYSTEM_CANCELLATION_REASONS = frozenset(
-    {CancellationReason.PAYMENT_EXPIRED, CancellationReason.REFUNDED_AT_STRIPE}
-)
+# The cancellation codes were defined here before app/models/status.py: still importable (`as`).
+from app.models.status import SYSTEM_CANCELLATION_REASONS as SYSTEM_CANCELLATION_REASONS
+from app.models.status import CancellationReason as CancellationReason
+from app.models.status import OrderStatus, one_of
 
 
 class Order(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'paid', 'fulfilled', 'cancelled')", name="status"),
+        CheckConstraint(one_of("status", OrderStatus), name="status"),
         CheckConstraint("total_cents >= 0", name="total_not_negative"),
-        CheckConstraint(
-            "cancellation_code IN ("
-            + ", ".join(f"'{reason.value}'" for reason in CancellationReason)
-            + ")",
-            name="cancellation_code",
-        ),
+        CheckConstraint(one_of("cancellation_code", CancellationReason), name="cancellation_code"),
         Index("ix_orders_status_expires_at", "status", "expires_at"),
         Index("ix_orders_doctor_id_created_at", "doctor_id", "created_at"),
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
     doctor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.PENDING.value)
     total_cents: Mapped[int] = mapped_column(server_default=text("0"))
     currency: Mapped[str] = mapped_column(String(3), server_default="usd")
     # Free text from the doctor may hold health details: encrypted like PHI.

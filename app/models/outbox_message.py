@@ -8,6 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
+from app.models.status import OutboxStatus, one_of
 
 
 class OutboxMessage(UUIDPrimaryKey, CreatedAt, Base):
@@ -21,14 +22,14 @@ class OutboxMessage(UUIDPrimaryKey, CreatedAt, Base):
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+        CheckConstraint(one_of("status", OutboxStatus), name="status"),
         Index("ix_outbox_messages_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
     topic: Mapped[str] = mapped_column(String(64))
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    status: Mapped[str] = mapped_column(String(16), server_default=OutboxStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # A claim: while in the future, another worker leaves the message alone.

@@ -22,7 +22,7 @@ class Payment(UUIDPrimaryKey, CreatedAt, Base):
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
     stripe_payment_intent_id: Mapped[str] = mapped_column(String(255), unique=True)
-    # Stripe's PaymentIntent status: requires_payment_method, processing, succeeded, canceled...
+    # A PaymentStatus: Stripe's, mirrored (Stripe owns the set, so no CHECK).
     status: Mapped[str] = mapped_column(String(32))
     method: Mapped[str | None] = mapped_column(String(32))  # card | us_bank_account
     amount_cents: Mapped[int]

@@ -24,6 +24,6 @@ class PaymentRefund(CreatedAt, Base):
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), index=True)
     amount_cents: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    # Stripe's refund status: pending, requires_action, succeeded, failed, canceled.
+    # A RefundStatus: Stripe's, mirrored (Stripe owns the set, so no CHECK).
     status: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime | None]

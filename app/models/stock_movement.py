@@ -7,16 +7,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UUIDPrimaryKey
-
-MOVEMENT_REASONS = (
-    "receipt",
-    "reservation",
-    "release",
-    "fulfilment",
-    "adjustment",
-    "expiry",
-    "recall",
-)
+from app.models.status import StockMovementReason, one_of
 
 
 class StockMovement(UUIDPrimaryKey, Base):
@@ -24,11 +15,7 @@ class StockMovement(UUIDPrimaryKey, Base):
 
     __tablename__ = "stock_movements"
     __table_args__ = (
-        CheckConstraint(
-            "reason IN ('receipt', 'reservation', 'release', 'fulfilment', 'adjustment',"
-            " 'expiry', 'recall')",
-            name="reason",
-        ),
+        CheckConstraint(one_of("reason", StockMovementReason), name="reason"),
         CheckConstraint("delta_on_hand <> 0 OR delta_reserved <> 0", name="changes_something"),
         Index("ix_stock_movements_lot_id_created_at", "lot_id", "created_at"),
     )
@@ -37,7 +24,7 @@ class StockMovement(UUIDPrimaryKey, Base):
     delta_on_hand: Mapped[int]
     delta_reserved: Mapped[int]
     reason: Mapped[str] = mapped_column(String(16))
-    # For adjustments: damaged, count_correction, returned, expired, other.
+    # For adjustments: an AdjustmentReason.
     reason_code: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(String(500))
     order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"), index=True)

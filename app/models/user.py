@@ -4,8 +4,7 @@ from sqlalchemy import CheckConstraint, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
-
-USER_ROLES = ("admin", "doctor")
+from app.models.status import StaffRole, one_of
 
 
 class User(UUIDPrimaryKey, CreatedAt, Base):
@@ -13,7 +12,7 @@ class User(UUIDPrimaryKey, CreatedAt, Base):
 
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("role IN ('admin', 'doctor')", name="role"),
+        CheckConstraint(one_of("role", StaffRole), name="role"),
         CheckConstraint("email = lower(email)", name="email_lowercase"),
     )
 

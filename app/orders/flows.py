@@ -20,6 +20,7 @@ from app.integrations.stripe import refunds
 from app.models import Order
 from app.models.base import utcnow
 from app.models.order import CancellationReason
+from app.models.status import OrderStatus
 from app.notifications import flows as notifications
 from app.orders import service, state
 from app.orders.schemas import OrderCreate, OrderLine
@@ -56,7 +57,7 @@ def issue_checkout_link(session: Session, actor: Actor, order_id: uuid.UUID) -> 
     """A new payment link for a pending order, e-mailed to the patient; earlier links stop
     working. Returns the order and the link's URL."""
     order = service.get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "paid")
+    state.ensure_payable(order)
     token = checkout.issue_link(session, actor, order)
     return order, checkout.checkout_url(token)
 
@@ -87,7 +88,7 @@ def _cancel(
     note: str | None = None,
 ) -> Order:
     was = service.cancel(session, actor, order, reason, note)
-    refunded = was == "paid" and refunds.refund_paid_order(session, order.id) > 0
+    refunded = was == OrderStatus.PAID and refunds.refund_paid_order(session, order.id) > 0
     status_link = checkout.issue_link(session, actor, order, email=False)
     notifications.order_cancelled(
         session, order, refunded=refunded, status_url=checkout.checkout_url(status_link)

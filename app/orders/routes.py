@@ -14,6 +14,7 @@ from app.errors import (
     problem_responses,
 )
 from app.models.order import CancellationReason
+from app.models.status import OrderStatus
 from app.notifications.service import InvalidRecipient
 from app.orders import flows, service
 from app.orders.schemas import (
@@ -23,7 +24,6 @@ from app.orders.schemas import (
     OrderCreated,
     OrderEdit,
     OrderOut,
-    OrderStatus,
     OrderSummary,
 )
 from app.pagination import Cursor, Limit, Page

@@ -6,10 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.models.order import CancellationReason
+from app.models.status import CancellationReason, OrderStatus
 from app.schemas import Quantity, StrictInput
 
-OrderStatus = Literal["pending", "paid", "fulfilled", "cancelled"]
 OrderNote = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
@@ -28,7 +27,9 @@ class OrderEdit(StrictInput):
     items: list[OrderLine] = Field(min_length=1, max_length=50)
 
 
-# The codes staff may give; `payment_expired` and `refunded_at_stripe` are set by the system.
+# The CancellationReason codes staff may give (all but SYSTEM_CANCELLATION_REASONS, which the
+# system sets); a Literal so that the document lists them. tests/test_status_constraints.py
+# checks the two agree.
 StaffCancellationReason = Literal[
     "patient_request",
     "prescriber_change",

@@ -25,6 +25,7 @@ from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
 from app.models.order import CancellationReason
+from app.models.status import OrderStatus, PaymentStatus
 from app.orders import state
 from app.orders.schemas import (
     AllocationOut,
@@ -190,7 +191,7 @@ def create_order(
         id=uuid.uuid4(),
         patient_id=patient.id,
         doctor_id=actor.user_id if actor.role == Role.DOCTOR else patient.doctor_id,
-        status="pending",
+        status=OrderStatus.PENDING,
         currency="usd",
         expires_at=now + (payment_window or timedelta(hours=settings.order_payment_ttl_hours)),
     )
@@ -218,7 +219,7 @@ def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
 
 def _debit_processing(order_id: uuid.UUID | QueryableAttribute[uuid.UUID]) -> Exists:
     """Whether a bank debit (ACH) of the order is still processing: Stripe has not decided."""
-    return exists().where(Payment.order_id == order_id, Payment.status == "processing")
+    return exists().where(Payment.order_id == order_id, Payment.status == PaymentStatus.PROCESSING)
 
 
 def edit_items(
@@ -226,7 +227,7 @@ def edit_items(
 ) -> Order:
     """Replace a pending order's items, re-reserving atomically (all or nothing)."""
     order = get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "paid")  # only a pending order can still change
+    state.ensure_payable(order)  # only a pending order can still change
     if session.scalar(select(_debit_processing(order.id))):
         raise Conflict("a bank payment for this order is processing; it cannot be edited now")
     old_items = list(session.scalars(select(OrderItem).where(OrderItem.order_id == order.id)))
@@ -266,7 +267,7 @@ def cancel(
     stored encrypted and never audited.
     """
     before = order.status
-    state.move_to(order, "cancelled", utcnow())
+    state.move_to(order, OrderStatus.CANCELLED, utcnow())
     order.cancellation_code = reason.value
     order.cancellation_note_encrypted = (
         phi.encrypt(note, cancellation_note_context(order.id)) if note else None
@@ -279,7 +280,7 @@ def cancel(
         "order",
         order.id,
         before={"status": before},
-        after={"status": "cancelled", "reason": reason.value, "note": note},
+        after={"status": OrderStatus.CANCELLED, "reason": reason.value, "note": note},
         redact={"note"},
     )
     return before
@@ -288,15 +289,15 @@ def cancel(
 def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     """Record that the order was paid (called by the payments flow)."""
     order = get_visible_order(session, actor, order_id, for_update=True)
-    state.move_to(order, "paid", utcnow())
+    state.move_to(order, OrderStatus.PAID, utcnow())
     audit.record(
         session,
         actor,
         "order.paid",
         "order",
         order.id,
-        before={"status": "pending"},
-        after={"status": "paid"},
+        before={"status": OrderStatus.PENDING},
+        after={"status": OrderStatus.PAID},
     )
     return order
 
@@ -319,7 +320,9 @@ def _ensure_payment_kept(session: Session, order: Order) -> None:
     """
     succeeded = list(
         session.scalars(
-            select(Payment).where(Payment.order_id == order.id, Payment.status == "succeeded")
+            select(Payment).where(
+                Payment.order_id == order.id, Payment.status == PaymentStatus.SUCCEEDED
+            )
         )
     )
     if any(p.disputed for p in succeeded):
@@ -336,18 +339,18 @@ def _ensure_payment_kept(session: Session, order: Order) -> None:
 
 def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     order = get_visible_order(session, actor, order_id, for_update=True)
-    state.ensure_can_become(order, "fulfilled")
+    state.ensure_can_become(order, OrderStatus.FULFILLED)
     _ensure_payment_kept(session, order)
     allocation.consume(session, actor, order.id, _item_ids(session, order.id))
-    state.move_to(order, "fulfilled", utcnow())
+    state.move_to(order, OrderStatus.FULFILLED, utcnow())
     audit.record(
         session,
         actor,
         "order.fulfilled",
         "order",
         order.id,
-        before={"status": "paid"},
-        after={"status": "fulfilled"},
+        before={"status": OrderStatus.PAID},
+        after={"status": OrderStatus.FULFILLED},
     )
     return order
 
@@ -361,7 +364,7 @@ def claim_expired_orders(session: Session, *, now: datetime, batch: int) -> list
     processing = _debit_processing(Order.id)
     orders = locks.claim_expired_orders(
         session,
-        (Order.status == "pending") & (Order.expires_at <= now) & ~processing,
+        (Order.status == OrderStatus.PENDING) & (Order.expires_at <= now) & ~processing,
         limit=batch,
     )
     if orders:

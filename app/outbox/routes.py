@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from app.db import DbSession
 from app.errors import InvalidStateTransition, problem_responses
+from app.models.status import OutboxStatus
 from app.outbox import service
 from app.pagination import Cursor, Limit, Page
 from app.security import AdminActor
@@ -22,7 +23,7 @@ class OutboxMessageOut(BaseModel):
     id: uuid.UUID
     topic: str
     dedupe_key: str
-    status: str
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
@@ -35,7 +36,7 @@ class OutboxMessageOut(BaseModel):
 def list_messages(
     actor: AdminActor,
     session: DbSession,
-    status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    status: Annotated[OutboxStatus | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[OutboxMessageOut]:

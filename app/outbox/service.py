@@ -27,6 +27,7 @@ from app.audit import service as audit
 from app.errors import InvalidStateTransition, NotFound
 from app.models import OutboxMessage
 from app.models.base import table_of, utcnow
+from app.models.status import OutboxStatus
 from app.pagination import Keyset, KeysetPage
 
 MAX_ATTEMPTS = 8
@@ -96,25 +97,25 @@ def record_outcome(
     *,
     permanent: bool = False,
     on_delivered: OnDelivered | None = None,
-) -> str:
+) -> OutboxStatus:
     message = locks.outbox_message(session, message_id)
     assert message is not None
-    if message.status != "pending":
+    if message.status != OutboxStatus.PENDING:
         # Our claim lapsed and another worker already finished it: its outcome stands.
-        return message.status
+        return OutboxStatus(message.status)
     now = utcnow()
     message.attempts += 1
     message.claimed_until = None
     if error is None:
-        message.status, message.delivered_at, message.last_error = "delivered", now, None
+        message.status, message.delivered_at, message.last_error = OutboxStatus.DELIVERED, now, None
         if on_delivered is not None:
             on_delivered(session)
     elif permanent or message.attempts >= MAX_ATTEMPTS:
-        message.status, message.last_error = "dead", error[:2000]
+        message.status, message.last_error = OutboxStatus.DEAD, error[:2000]
     else:
         message.next_attempt_at = now + backoff(message.attempts)
         message.last_error = error[:2000]
-    return message.status
+    return OutboxStatus(message.status)
 
 
 def deliver_due(
@@ -141,9 +142,9 @@ def deliver_due(
             error = f"recording the delivery failed: {type(exc).__name__}: {exc}"
             with sessions.begin() as session:
                 status = record_outcome(session, message.id, error)
-        if status == "delivered":
+        if status == OutboxStatus.DELIVERED:
             report.delivered += 1
-        elif status == "dead":
+        elif status == OutboxStatus.DEAD:
             report.dead += 1
             report.errors.append(error or "")
         else:
@@ -157,7 +158,7 @@ def resend(session: Session, actor: Actor, message_id: uuid.UUID) -> OutboxMessa
     message = locks.outbox_message(session, message_id)
     if message is None:
         raise NotFound("outbox message", message_id)
-    if message.status != "dead":
+    if message.status != OutboxStatus.DEAD:
         raise InvalidStateTransition(
             f"only dead-lettered messages can be re-sent; this one is {message.status}",
             current_status=message.status,
@@ -165,7 +166,9 @@ def resend(session: Session, actor: Actor, message_id: uuid.UUID) -> OutboxMessa
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id)
-        .values(status="pending", attempts=0, next_attempt_at=utcnow(), claimed_until=None)
+        .values(
+            status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow(), claimed_until=None
+        )
     )
     session.refresh(message)
     audit.record(
@@ -174,8 +177,8 @@ def resend(session: Session, actor: Actor, message_id: uuid.UUID) -> OutboxMessa
         "outbox.resent",
         "outbox_message",
         message.id,
-        before={"status": "dead"},
-        after={"status": "pending", "topic": message.topic},
+        before={"status": OutboxStatus.DEAD},
+        after={"status": OutboxStatus.PENDING, "topic": message.topic},
     )
     return message
 

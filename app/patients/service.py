@@ -17,6 +17,7 @@ from app.audit import service as audit
 from app.errors import Conflict, DuplicateValue, Forbidden, NotFound
 from app.models import Patient, User
 from app.models.patient import PHI_FIELDS
+from app.models.status import StaffRole
 from app.pagination import Keyset, KeysetPage
 from app.patients.schemas import PatientCreate, PatientOut
 
@@ -26,9 +27,9 @@ def phi_context(patient_id: uuid.UUID, field: str) -> str:
 
 
 def visible_patients(actor: Actor) -> Select[Patient]:
-    """Patients the actor may see: a doctor their own, admins and the system all."""
+    """Patients the actor may see: a doctor their own, others all (`Actor.sees_all_patients`)."""
     query = select(Patient)
-    if actor.role == Role.DOCTOR:
+    if not actor.sees_all_patients:
         query = query.where(Patient.doctor_id == actor.user_id)
     return query
 
@@ -56,7 +57,7 @@ def _owner_for(session: Session, actor: Actor, requested: uuid.UUID | None) -> u
     if requested is None:
         raise Forbidden("admins create patients for a doctor: name the owner in doctor_id")
     doctor = session.get(User, requested)
-    if doctor is None or doctor.role != Role.DOCTOR.value:
+    if doctor is None or doctor.role != StaffRole.DOCTOR:
         raise NotFound("doctor", requested)
     if not doctor.active:
         raise Conflict(f"doctor {requested} is deactivated", field="doctor_id")

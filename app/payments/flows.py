@@ -21,6 +21,7 @@ from app.integrations.stripe import refunds
 from app.integrations.stripe.inbox import stored_payload
 from app.models import Order, Payment, PaymentRefund, StripeEvent
 from app.models.base import utcnow
+from app.models.status import OrderStatus, PaymentStatus
 from app.orders import flows as order_flows
 from app.outbox.service import Claimed, OnDelivered
 from app.payments import service
@@ -149,10 +150,10 @@ def settle_refunds(
     outcome = f"refunded {refunded} cents"
     if refunded == payment.amount_cents:
         outcome += " in full"
-        if order.status == "paid" and not service.keeps_money(session, order.id):
+        if order.status == OrderStatus.PAID and not service.keeps_money(session, order.id):
             order_flows.cancel_refunded_at_stripe(session, actor, order)
             outcome += "; order cancelled"
-        elif order.status == "fulfilled":
+        elif order.status == OrderStatus.FULFILLED:
             payment.refunded_after_fulfilment = True
             after["refunded_after_fulfilment"] = True
             outcome += "; order already fulfilled: flagged"
@@ -208,11 +209,11 @@ def _apply_intent_event(
     created: Any = None,
 ) -> str:
     new_status = {
-        "payment_intent.succeeded": "succeeded",
-        "payment_intent.processing": "processing",
-        "payment_intent.payment_failed": "requires_payment_method",
-        "payment_intent.canceled": "canceled",
-        "payment_intent.requires_action": "requires_action",
+        "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+        "payment_intent.processing": PaymentStatus.PROCESSING,
+        "payment_intent.payment_failed": PaymentStatus.REQUIRES_PAYMENT_METHOD,
+        "payment_intent.canceled": PaymentStatus.CANCELED,
+        "payment_intent.requires_action": PaymentStatus.REQUIRES_ACTION,
     }.get(kind)
     if new_status is None:
         return f"ignored: {kind}"
@@ -220,26 +221,26 @@ def _apply_intent_event(
     # Only a failure Stripe created after the processing was applied is that; an older one (a
     # declined card before the debit, delivered late) must not move the payment back.
     debit_failed = (
-        new_status == "requires_payment_method"
-        and payment.status == "processing"
+        new_status == PaymentStatus.REQUIRES_PAYMENT_METHOD
+        and payment.status == PaymentStatus.PROCESSING
         and isinstance(created, int)
         and payment.updated_at is not None
         and created > payment.updated_at.timestamp()
     )
     if not debit_failed and (
         service.STATUS_RANK[new_status] < service.STATUS_RANK.get(payment.status, 0)
-        or payment.status in ("succeeded", "canceled")
+        or payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED)
     ):
         return f"ignored: payment already {payment.status}"
     before_status = payment.status
     payment.status = new_status
     payment.updated_at = utcnow()
-    if new_status != before_status or new_status == "requires_payment_method":
+    if new_status != before_status or new_status == PaymentStatus.REQUIRES_PAYMENT_METHOD:
         changed: dict[str, Any] = {
             "payment_intent_id": payment.stripe_payment_intent_id,
             "status": new_status,
         }
-        if new_status == "requires_payment_method":
+        if new_status == PaymentStatus.REQUIRES_PAYMENT_METHOD:
             code = (intent.get("last_payment_error") or {}).get("code")
             changed |= {"failed": True, "failure_code": code if isinstance(code, str) else None}
         audit.record(
@@ -254,19 +255,19 @@ def _apply_intent_event(
     types = intent.get("payment_method_types") or []
     if intent.get("payment_method") and types:
         payment.method = types[0] if len(types) == 1 else payment.method
-    if new_status == "requires_payment_method":
+    if new_status == PaymentStatus.REQUIRES_PAYMENT_METHOD:
         error = intent.get("last_payment_error") or {}
         payment.failure_reason = str(error.get("message") or "the payment failed")[:500]
         return "payment failed; order stays pending"
-    if new_status == "processing":
+    if new_status == PaymentStatus.PROCESSING:
         return "payment processing (bank debit)"
-    if new_status == "succeeded":
+    if new_status == PaymentStatus.SUCCEEDED:
         payment.succeeded_at = utcnow()
         settles = (payment.amount_cents, payment.currency) == (order.total_cents, order.currency)
-        if order.status == "pending" and settles:
+        if order.status == OrderStatus.PENDING and settles:
             order_flows.mark_paid(session, system, order)
             return "order paid"
-        if order.status == "pending":
+        if order.status == OrderStatus.PENDING:
             # An intent for an earlier total (the order was edited after it was created, and
             # an open checkout page still held it): it does not settle the order.
             refunds.enqueue_refund(session, payment)

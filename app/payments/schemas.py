@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from app.models.status import PaymentStatus
 from app.schemas import StrictInput
 
 
@@ -38,7 +39,7 @@ class PaymentOut(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     stripe_payment_intent_id: str
-    status: str
+    status: PaymentStatus
     method: str | None
     amount_cents: int
     refunded_cents: int

@@ -21,22 +21,33 @@ from app.errors import Conflict, InvalidStateTransition, PortalError
 from app.integrations.stripe.client import stripe_client
 from app.models import Order, Payment, PaymentRefund
 from app.models.base import utcnow
+from app.models.status import OrderStatus, PaymentStatus, RefundStatus
 
 # Stripe statuses that may still become a payment; the rank orders how far a payment has come,
 # so a late or repeated event can never move it backwards.
-STATUS_RANK = {
-    "requires_payment_method": 0,
-    "requires_confirmation": 0,
-    "requires_action": 1,
-    "processing": 2,
-    "succeeded": 3,
-    "canceled": 3,
+STATUS_RANK: dict[str, int] = {
+    PaymentStatus.REQUIRES_PAYMENT_METHOD: 0,
+    PaymentStatus.REQUIRES_CONFIRMATION: 0,
+    PaymentStatus.REQUIRES_ACTION: 1,
+    PaymentStatus.PROCESSING: 2,
+    PaymentStatus.SUCCEEDED: 3,
+    PaymentStatus.CANCELED: 3,
 }
-REUSABLE = {"requires_payment_method", "requires_confirmation", "requires_action"}
+REUSABLE = {
+    PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    PaymentStatus.REQUIRES_CONFIRMATION,
+    PaymentStatus.REQUIRES_ACTION,
+}
 # A refund's status only moves forward: it can fail after it succeeded, never the other way.
-REFUND_RANK = {"pending": 0, "requires_action": 0, "succeeded": 1, "failed": 2, "canceled": 2}
+REFUND_RANK: dict[str, int] = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.REQUIRES_ACTION: 0,
+    RefundStatus.SUCCEEDED: 1,
+    RefundStatus.FAILED: 2,
+    RefundStatus.CANCELED: 2,
+}
 # Refunds that give money back (or are on their way): they count towards `refunded_cents`.
-COUNTED_REFUNDS = ("pending", "requires_action", "succeeded")
+COUNTED_REFUNDS = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated")
 
 
@@ -56,7 +67,7 @@ def create_or_reuse_intent(session: Session, actor: Actor, order: Order) -> tupl
     Reuses the order's open intent for the same amount; otherwise creates one with an
     idempotency key derived from the order id and amount. The amount always comes from the order.
     """
-    if order.status != "pending":
+    if order.status != OrderStatus.PENDING:
         raise InvalidStateTransition(
             f"an order that is {order.status} cannot be paid", current_status=order.status
         )
@@ -65,7 +76,7 @@ def create_or_reuse_intent(session: Session, actor: Actor, order: Order) -> tupl
             select(Payment).where(Payment.order_id == order.id).order_by(Payment.created_at.desc())
         )
     )
-    if any(p.status in ("processing", "succeeded") for p in payments):
+    if any(p.status in (PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED) for p in payments):
         raise Conflict("a payment for this order is already in progress or complete")
     client = stripe_client()
     try:
@@ -159,7 +170,7 @@ def keeps_money(session: Session, order_id: uuid.UUID) -> bool:
             select(
                 exists().where(
                     Payment.order_id == order_id,
-                    Payment.status == "succeeded",
+                    Payment.status == PaymentStatus.SUCCEEDED,
                     Payment.refunded_cents < Payment.amount_cents,
                 )
             )

@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.models.status import StaffRole
 from app.schemas import EmailAddress, StrictInput
-
-RoleName = Literal["admin", "doctor"]
 
 
 class UserOut(BaseModel):
@@ -16,7 +14,7 @@ class UserOut(BaseModel):
 
     id: uuid.UUID
     email: str | None
-    role: RoleName
+    role: StaffRole
     full_name: str | None
     active: bool
     signed_in: bool = Field(description="Whether the person has signed in through OIDC yet")
@@ -25,11 +23,11 @@ class UserOut(BaseModel):
 
 class UserInvite(StrictInput):
     email: EmailAddress
-    role: RoleName
+    role: StaffRole
     full_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class UserUpdate(StrictInput):
-    role: RoleName | None = None
+    role: StaffRole | None = None
     active: bool | None = Field(default=None, strict=True)
     full_name: str | None = Field(default=None, min_length=1, max_length=200)

@@ -23,6 +23,7 @@ from app.errors import (
     NotFound,
 )
 from app.models import User
+from app.models.status import StaffRole
 from app.pagination import Keyset, KeysetPage
 from app.users.schemas import UserInvite, UserUpdate
 
@@ -172,7 +173,7 @@ def update_user(session: Session, actor: Actor, user_id: uuid.UUID, data: UserUp
         raise NotFound("user", user_id)
     changes = data.model_dump(exclude_unset=True)
     if user.id == actor.user_id and (
-        changes.get("active") is False or changes.get("role", "admin") != "admin"
+        changes.get("active") is False or changes.get("role", StaffRole.ADMIN) != StaffRole.ADMIN
     ):
         raise Conflict("you cannot deactivate yourself or remove your own admin role")
     before = user_fields(user)

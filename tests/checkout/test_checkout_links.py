@@ -192,6 +192,7 @@ def test_a_wrong_date_of_birth_is_refused_with_the_attempts_left_and_audited(
     (entry,) = audit_entries(db, order["id"], "checkout_link.dob_failed")
     assert entry.after == {"failed_attempts": 1, "locked": False}
     assert entry.actor_subject.startswith("checkout-link:")
+    assert entry.actor_role == "checkout-link"
     assert WRONG_DATE not in repr((entry.before, entry.after))  # the guess is not kept
     # Still unverified: the payment page is the form again.
     assert "<h1>Confirm it is you</h1>" in assert_private_page(https.get("/pay"), 200)
@@ -253,6 +254,7 @@ def test_the_right_date_of_birth_shows_the_items_the_total_and_the_patients_deta
     assert 'id="payment-element"' in html
     (entry,) = audit_entries(db, order["id"], "checkout_link.verified")
     assert entry.actor_subject.startswith("checkout-link:")
+    assert entry.actor_role == "checkout-link"
     assert link_row(db, token_of(order["checkout_url"])).first_used_at is not None
 
 
@@ -520,6 +522,7 @@ def test_each_view_of_the_decrypted_payment_page_is_audited_as_a_read_by_the_lin
     assert len(order_reads) == len(patient_reads) == 2
     for row in [*order_reads, *patient_reads]:
         assert row.actor_subject == f"checkout-link:{link.id}"
-        assert row.actor_role == "system"
+        # The patient acting through their link: a role of its own, never `system` (or admin).
+        assert row.actor_role == "checkout-link"
         assert patient["email"] not in str([row.before, row.after])
     assert [r.entity_type for r in patient_reads] == ["patient", "patient"]

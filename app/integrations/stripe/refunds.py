@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.integrations.stripe.client import stripe_client
 from app.models import Payment
+from app.models.status import PaymentStatus
 from app.outbox import service as outbox
 from app.outbox.service import Claimed, PermanentFailure
 
@@ -33,7 +34,9 @@ def refund_paid_order(session: Session, order_id: uuid.UUID) -> int:
     queued now or already."""
     payments = list(
         session.scalars(
-            select(Payment).where(Payment.order_id == order_id, Payment.status == "succeeded")
+            select(Payment).where(
+                Payment.order_id == order_id, Payment.status == PaymentStatus.SUCCEEDED
+            )
         )
     )
     for payment in payments:

@@ -1,0 +1,128 @@
+"""Every closed set of codes the portal stores or shows, one `StrEnum` each.
+
+A value is written here once: the tables' CHECK constraints are built from these enums
+(`one_of`), the state machines are keyed by them and the schemas use them, so the OpenAPI
+document lists the values. tests/test_status_constraints.py compares each constraint in the
+migrated database with its enum: a value added here needs a migration, and the test says so.
+
+A `StrEnum` member is a `str` equal to its value: it is stored, compared, logged and serialised
+as that string.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+def one_of(column: str, values: type[StrEnum]) -> str:
+    """The text of a CHECK constraint: `column` holds one of the enum's values (or NULL)."""
+    return f"{column} IN (" + ", ".join(f"'{member.value}'" for member in values) + ")"
+
+
+class OrderStatus(StrEnum):
+    """An order's place in its life (the transitions are in app/orders/state.py)."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+
+
+class CancellationReason(StrEnum):
+    """Why an order was cancelled: a code, kept in clear. Details go in the encrypted note."""
+
+    # Chosen by staff.
+    PATIENT_REQUEST = "patient_request"
+    PRESCRIBER_CHANGE = "prescriber_change"
+    DUPLICATE_ORDER = "duplicate_order"
+    ENTERED_IN_ERROR = "entered_in_error"
+    OUT_OF_STOCK = "out_of_stock"
+    OTHER = "other"
+    # Set by the system.
+    PAYMENT_EXPIRED = "payment_expired"
+    REFUNDED_AT_STRIPE = "refunded_at_stripe"
+
+
+SYSTEM_CANCELLATION_REASONS = frozenset(
+    {CancellationReason.PAYMENT_EXPIRED, CancellationReason.REFUNDED_AT_STRIPE}
+)
+
+
+class PaymentStatus(StrEnum):
+    """A Stripe PaymentIntent's status, as the portal mirrors it (no CHECK: Stripe owns it)."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"  # Stripe's spelling
+
+
+class RefundStatus(StrEnum):
+    """A Stripe refund's status, as the portal mirrors it (no CHECK: Stripe owns it)."""
+
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class LotStatus(StrEnum):
+    """Whether a lot's units may be sold (the transitions are in app/inventory/service.py)."""
+
+    AVAILABLE = "available"
+    QUARANTINED = "quarantined"
+    RECALLED = "recalled"
+    EXPIRED = "expired"
+
+
+class StockMovementReason(StrEnum):
+    """Why a lot's counters moved: one ledger row each."""
+
+    RECEIPT = "receipt"
+    RESERVATION = "reservation"
+    RELEASE = "release"
+    FULFILMENT = "fulfilment"
+    ADJUSTMENT = "adjustment"
+    EXPIRY = "expiry"
+    RECALL = "recall"
+
+
+class AdjustmentReason(StrEnum):
+    """The code of a counted correction (a `StockMovementReason.ADJUSTMENT` row's reason_code)."""
+
+    DAMAGED = "damaged"
+    COUNT_CORRECTION = "count_correction"
+    RETURNED = "returned"
+    EXPIRED = "expired"
+    OTHER = "other"
+
+
+class OutboxStatus(StrEnum):
+    """An outgoing call: waiting (or retrying), done, or given up on until an admin re-sends."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class StaffRole(StrEnum):
+    """The role a member of staff holds in the users table (app/actor.py's `Role` adds the
+    portal's own actors, which are never stored there)."""
+
+    ADMIN = "admin"
+    DOCTOR = "doctor"
+
+
+class LinkState(StrEnum):
+    """What a patient's checkout link leads to; derived on each visit, never stored."""
+
+    VALID = "valid"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    LOCKED = "locked"
+    CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
