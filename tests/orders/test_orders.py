@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -33,7 +32,8 @@ from app.orders.schemas import OrderCreate, OrderLine
 from app.patients import service as patients
 from app.patients.schemas import PatientCreate
 from tests.fixtures.database import TestDatabase
-from tests.orders.factories import (
+from tests.fixtures.identity import Auth
+from tests.fixtures.orders import (
     ORDERS,
     PRODUCTS,
     allocations_by_lot,
@@ -48,20 +48,19 @@ from tests.orders.factories import (
     order_row_counts,
     pay,
     place_order,
+    raw_order_row,
     receive_lot,
     set_lot_status,
 )
-from tests.patients.factories import (
+from tests.fixtures.patients import (
     Headers,
     Json,
-    assert_problem,
     audit_entries,
     create_patient,
     second_phi_key,
     user_id,
 )
-
-Auth = Callable[..., Headers]
+from tests.fixtures.problems import assert_problem
 
 
 def min_shelf_life() -> int:
@@ -569,11 +568,6 @@ def test_cancelling_without_a_reason_records_the_code_other(
     assert cancelled["status"] == "cancelled"
     assert cancelled["cancellation_reason"] == "other"
     assert cancelled["cancellation_note"] is None
-
-
-def raw_order_row(db: Session, order_id: str) -> dict[str, Any]:
-    row = db.execute(text("SELECT * FROM orders WHERE id = :id"), {"id": uuid.UUID(order_id)}).one()
-    return dict(row._mapping)
 
 
 def test_a_cancellation_keeps_its_code_in_clear_and_its_note_encrypted_never_in_the_audit_log(
