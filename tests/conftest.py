@@ -20,8 +20,8 @@ from tests.fixtures.database import (
     migrate,
     server_url,
 )
-from tests.fixtures.identity import AUDIENCE, JwtIssuer
-from tests.payments.local_stripe import LocalStripe, shared_server
+from tests.fixtures.identity import AUDIENCE, Auth, JwtIssuer
+from tests.fixtures.stripe import LocalStripe, shared_server
 
 os.environ.setdefault("ENVIRONMENT", "test")
 
@@ -142,9 +142,6 @@ def counting_on(db: Session) -> Callable[[], AbstractContextManager[Connection]]
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-Auth = Callable[..., dict[str, str]]
 
 
 @pytest.fixture

@@ -16,14 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.catalog.factories import (
-    PRODUCTS,
-    assert_problem,
-    create_product,
-    product_body,
-    receive_lot,
-    row_counts,
-)
+from tests.fixtures.catalog import PRODUCTS, create_product, product_body, receive_lot, row_counts
+from tests.fixtures.problems import assert_problem
 
 Headers = dict[str, str]
 MIB = 1_048_576

@@ -22,7 +22,7 @@ import schemathesis
 from schemathesis.engine import events, from_schema
 from schemathesis.engine.statistic import Statistic
 
-from tests.conftest import Auth
+from tests.fixtures.identity import Auth
 
 WEBHOOK = "/api/v1/payments/webhook"
 MAX_EXAMPLES = 20

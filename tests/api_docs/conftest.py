@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, Playwright, Route, sync_playwright
 
 from devtools.devstack import identity_provider_argv
+from tests.fixtures.browser import Offline
 from tests.fixtures.live_api import free_port, stop, wait_until_up
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,15 +45,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield browser
     browser.close()
-
-
-@dataclass
-class Offline:
-    """A browser profile whose requests to any host but loopback are aborted (and listed)."""
-
-    context: BrowserContext
-    requested: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Request, expect
 
 from devtools.identity import obtain_dev_token
-from tests.api_docs.conftest import Offline
+from tests.fixtures.browser import Offline
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import live_api
 

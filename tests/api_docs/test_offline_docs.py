@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
-from tests.api_docs.conftest import Offline
+from tests.fixtures.browser import Offline
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 from tests.fixtures.live_api import live_api

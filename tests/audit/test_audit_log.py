@@ -14,7 +14,7 @@ import itertools
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -32,9 +32,8 @@ from app.main import create_app
 from app.models import AuditEntry
 from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
-from tests.fixtures.identity import JwtIssuer
+from tests.fixtures.identity import Auth, JwtIssuer
 
-Auth = Callable[..., dict[str, str]]
 ADMIN = Actor(
     subject="admin-audit",
     role=Role.ADMIN,

@@ -11,9 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.inventory.repository import today
-from tests.catalog.factories import (
+from tests.fixtures.catalog import (
     PRODUCTS,
-    assert_problem,
     audit_entries,
     create_product,
     insert_lot,
@@ -21,6 +20,7 @@ from tests.catalog.factories import (
     receive_lot,
     reserve,
 )
+from tests.fixtures.problems import assert_problem
 
 Headers = dict[str, str]
 

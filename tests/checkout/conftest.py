@@ -14,11 +14,9 @@ from fastapi.testclient import TestClient
 from tests.checkout.live_server import Stack, running_stack
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import JwtIssuer
-from tests.orders.factories import ORDERS, create_product, order_body, receive_lot
-from tests.patients.factories import Headers, Json, create_patient
-from tests.payments.local_stripe import LocalStripe, app_pointed_at
-
-DATE_OF_BIRTH = "1980-04-02"
+from tests.fixtures.orders import ORDERS, create_product, order_body, receive_lot
+from tests.fixtures.patients import DATE_OF_BIRTH, Headers, Json, create_patient
+from tests.fixtures.stripe import LocalStripe, app_pointed_at
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -23,7 +23,7 @@ from devtools.devstack import register_stripe_webhook
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 from tests.fixtures.live_api import PROJECT_ROOT, live_api
-from tests.payments.local_stripe import LocalStripe
+from tests.fixtures.stripe import LocalStripe
 
 PORTAL = str(Path(sys.executable).parent / "portal")
 WEBHOOK_SECRET = "whsec_checkout_tests_" + uuid.uuid4().hex

@@ -51,7 +51,7 @@ from tests.checkout.live_server import (
     ok,
     wait_for,
 )
-from tests.payments.local_stripe import LocalStripe
+from tests.fixtures.stripe import LocalStripe
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -28,9 +28,8 @@ from app.config import get_settings
 from app.models import CheckoutLink, Order
 from app.models.base import utcnow
 from app.orders import service as orders
-from tests.checkout.conftest import DATE_OF_BIRTH
-from tests.orders.factories import place_order
-from tests.patients.factories import Headers, Json, audit_entries, create_patient
+from tests.fixtures.orders import place_order
+from tests.fixtures.patients import DATE_OF_BIRTH, Headers, Json, audit_entries, create_patient
 
 ORDERS = "/api/v1/orders"
 CREATE_INTENT = "/api/v1/payments/create-intent"

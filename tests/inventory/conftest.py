@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.catalog.factories import create_product
+from tests.fixtures.catalog import create_product
 
 
 @pytest.fixture

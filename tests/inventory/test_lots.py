@@ -24,9 +24,8 @@ from app.inventory import service as inventory
 from app.inventory.repository import ledger_totals, lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive, StockAdjustment
 from app.models import AuditEntry, Lot, StockMovement
-from tests.catalog.factories import (
+from tests.fixtures.catalog import (
     PRODUCTS,
-    assert_problem,
     audit_entries,
     create_product,
     insert_lot,
@@ -35,6 +34,7 @@ from tests.catalog.factories import (
     row_counts,
 )
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.problems import assert_problem
 
 Headers = dict[str, str]
 Json = dict[str, Any]

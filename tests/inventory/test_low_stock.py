@@ -10,14 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.inventory.repository import today
-from tests.catalog.factories import (
-    PRODUCTS,
-    assert_problem,
-    create_product,
-    insert_lot,
-    receive_lot,
-    reserve,
-)
+from tests.fixtures.catalog import PRODUCTS, create_product, insert_lot, receive_lot, reserve
+from tests.fixtures.problems import assert_problem
 
 Headers = dict[str, str]
 Json = dict[str, Any]

@@ -26,7 +26,8 @@ from app.notifications.templates import order_reference
 from app.outbox import service as outbox
 from app.outbox.service import MAX_ATTEMPTS, Claimed, PermanentFailure
 from devtools.mail_sink import MailSink
-from tests.notifications.conftest import closed_port, deliver, outbox_row, settings_env
+from tests.fixtures.notifications import closed_port, deliver, outbox_row
+from tests.fixtures.settings import settings_env
 
 ADDRESS = "jane.roe.41d0@example.com"
 ORDER_ID = uuid.UUID("9c0ffee0-1d2a-4b5c-8d7e-0a1b2c3d4e5f")

@@ -15,10 +15,10 @@ from app.actor import Actor
 from app.models import OutboxMessage
 from app.orders import service as orders
 from devtools.mail_sink import MailSink
-from tests.catalog.factories import create_product
-from tests.notifications.conftest import deliver
-from tests.orders.factories import place_order, receive_lot
-from tests.patients.factories import create_patient
+from tests.fixtures.catalog import create_product
+from tests.fixtures.notifications import deliver
+from tests.fixtures.orders import place_order, receive_lot
+from tests.fixtures.patients import create_patient
 
 Headers = dict[str, str]
 

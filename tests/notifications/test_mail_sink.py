@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from devtools.mail_sink import MAX_MESSAGE_BYTES, MailSink, SinkHostError
-from tests.notifications.conftest import closed_port
+from tests.fixtures.notifications import closed_port
 
 PORTAL = str(Path(sys.executable).parent / "portal")
 

@@ -22,8 +22,8 @@ from app.notifications.service import (
     queue_sms,
 )
 from app.notifications.templates import TemplateError, order_reference
-from tests.notifications.conftest import outbox_row
-from tests.patients.factories import Headers
+from tests.fixtures.notifications import outbox_row
+from tests.fixtures.patients import Headers
 
 ADDRESS = "jane.roe.7c1e@example.com"
 PHONE = "+1 (555) 010-0199"

@@ -28,8 +28,8 @@ from app.notifications.sms import (
 )
 from app.notifications.templates import order_reference
 from app.outbox.service import PermanentFailure
-from tests.fixtures.settings import production_settings
-from tests.notifications.conftest import deliver, outbox_row, settings_env
+from tests.fixtures.notifications import deliver, outbox_row
+from tests.fixtures.settings import production_settings, settings_env
 
 ORDER_ID = uuid.UUID("5ad1e5ee-1d2a-4b5c-8d7e-0a1b2c3d4e5f")
 STATUS_URL = f"http://127.0.0.1:8000/orders/{ORDER_ID}/status"

@@ -21,9 +21,10 @@ from app.models.base import utcnow
 from app.notifications.service import queue_email, queue_sms
 from app.notifications.templates import TEMPLATES, TemplateError, order_reference, render
 from devtools.mail_sink import MailSink
-from tests.notifications.conftest import deliver, settings_env
-from tests.orders.factories import create_product, place_order, receive_lot
-from tests.patients.factories import Headers, Json, create_patient
+from tests.fixtures.notifications import deliver
+from tests.fixtures.orders import create_product, place_order, receive_lot
+from tests.fixtures.patients import Headers, Json, create_patient
+from tests.fixtures.settings import settings_env
 
 BASE = "http://127.0.0.1:8000"
 ORDER_ID = uuid.UUID("3f2b9c4e-1d2a-4b5c-8d7e-0a1b2c3d4e5f")

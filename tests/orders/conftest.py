@@ -5,8 +5,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.orders.factories import create_product
-from tests.patients.factories import Headers, Json, create_patient
+from tests.fixtures.orders import create_product
+from tests.fixtures.patients import Headers, Json, create_patient
 
 
 @pytest.fixture

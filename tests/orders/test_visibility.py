@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.orders.factories import (
+from tests.fixtures.identity import Auth
+from tests.fixtures.orders import (
     ORDERS,
     allocations_by_lot,
     create_product,
@@ -22,17 +23,9 @@ from tests.orders.factories import (
     place_order,
     receive_lot,
 )
-from tests.patients.factories import (
-    PATIENTS,
-    Headers,
-    Json,
-    assert_problem,
-    audit_entries,
-    create_patient,
-    user_id,
-)
+from tests.fixtures.patients import PATIENTS, Headers, Json, audit_entries, create_patient, user_id
+from tests.fixtures.problems import assert_problem
 
-Auth = Callable[..., Headers]
 Probe = Callable[[TestClient, Headers, str, str], Any]
 
 

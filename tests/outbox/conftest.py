@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.payments.local_stripe import LocalStripe, app_pointed_at
+from tests.fixtures.stripe import LocalStripe, app_pointed_at
 
 
 @pytest.fixture(scope="package", autouse=True)

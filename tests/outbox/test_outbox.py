@@ -27,11 +27,12 @@ from app.outbox.service import (
     PermanentFailure,
 )
 from app.payments.flows import deliver_refund, record_refund_sent
-from tests.conftest import Auth
 from tests.fixtures.database import TestDatabase
-from tests.orders.factories import ORDERS, create_product, place_order, receive_lot
-from tests.patients.factories import Headers, Json, assert_problem, audit_entries, create_patient
-from tests.payments.local_stripe import LocalStripe, signed, stripe_event
+from tests.fixtures.identity import Auth
+from tests.fixtures.orders import ORDERS, create_product, place_order, receive_lot
+from tests.fixtures.patients import Headers, Json, audit_entries, create_patient
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.stripe import LocalStripe, signed, stripe_event
 
 OUTBOX = "/api/v1/outbox"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,11 +19,11 @@ from app.config import get_settings
 from app.models import Patient
 from app.models.patient import PHI_FIELDS
 from app.patients.service import phi_context, rotate_keys
-from tests.patients.factories import (
+from tests.fixtures.identity import Auth
+from tests.fixtures.patients import (
     PATIENTS,
     Headers,
     Json,
-    assert_problem,
     audit_entries,
     create_patient,
     patient_and_audit_counts,
@@ -32,8 +31,7 @@ from tests.patients.factories import (
     second_phi_key,
     user_id,
 )
-
-Auth = Callable[..., Headers]
+from tests.fixtures.problems import assert_problem
 
 
 def raw_patient_row(db: Session, patient_id: str) -> dict[str, Any]:

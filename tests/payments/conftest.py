@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.orders.factories import create_product, place_order, receive_lot
-from tests.patients.factories import Headers, Json, create_patient
-from tests.payments.local_stripe import LocalStripe, app_pointed_at
-from tests.payments.test_intents import create_intent
+from tests.fixtures.orders import create_product, place_order, receive_lot
+from tests.fixtures.patients import Headers, Json, create_patient
+from tests.fixtures.payments import create_intent
+from tests.fixtures.stripe import LocalStripe, app_pointed_at
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -16,7 +16,7 @@ from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import AUDIENCE, JwtIssuer
 from tests.fixtures.live_api import live_api
 from tests.fixtures.stock import Stocked, seed_stock
-from tests.payments.local_stripe import WEBHOOK_SECRET, LocalStripe
+from tests.fixtures.stripe import WEBHOOK_SECRET, LocalStripe
 
 DOCTOR_SUBJECT = "payments-doctor"
 DOCTOR_EMAIL = "payments-doctor@clinic.example"

@@ -20,9 +20,9 @@ from app.integrations.stripe.inbox import stored_payload
 from app.migrations import alembic_config
 from app.models import StripeEvent
 from tests.fixtures.database import TestDatabase, create_database, drop_database
-from tests.patients.factories import Json
-from tests.payments.local_stripe import charge_event, intent_event, stripe_event
-from tests.payments.test_webhook import deliver, order_status, payment_of
+from tests.fixtures.patients import Json
+from tests.fixtures.payments import deliver, order_status, payment_of
+from tests.fixtures.stripe import charge_event, intent_event, stripe_event
 
 NAME = "Zebulon Quixote"
 EMAIL = "zebulon.quixote@example.test"

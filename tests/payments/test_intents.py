@@ -11,20 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Payment
-from tests.conftest import Auth
-from tests.orders.factories import ORDERS, get_order, pay, place_order
-from tests.patients.factories import Headers, Json, assert_problem, audit_entries
-from tests.payments.local_stripe import LocalStripe
-
-CREATE_INTENT = "/api/v1/payments/create-intent"
-
-
-def create_intent(client: TestClient, headers: Headers, order_id: str) -> Json:
-    response = client.post(CREATE_INTENT, json={"order_id": order_id}, headers=headers)
-    assert response.status_code == 200, response.text
-    body: Json = response.json()
-    assert set(body) == {"payment_intent_id", "client_secret"}
-    return body
+from tests.fixtures.identity import Auth
+from tests.fixtures.orders import ORDERS, get_order, pay, place_order
+from tests.fixtures.patients import Headers, Json, audit_entries
+from tests.fixtures.payments import CREATE_INTENT, create_intent
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.stripe import LocalStripe
 
 
 def payments_of(db: Session, order_id: str) -> list[Payment]:

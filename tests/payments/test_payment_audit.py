@@ -6,10 +6,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from tests.patients.factories import Headers, Json, audit_entries
-from tests.payments.local_stripe import intent_event
-from tests.payments.test_intents import create_intent
-from tests.payments.test_webhook import deliver
+from tests.fixtures.patients import Headers, Json, audit_entries
+from tests.fixtures.payments import create_intent, deliver
+from tests.fixtures.stripe import intent_event
 
 CHANGED = "payment.status_changed"
 

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.models import AuditEntry, OutboxMessage, Payment, PaymentRefund
-from tests.orders.factories import ORDERS, get_order, lot_counters
-from tests.patients.factories import Headers, Json, assert_problem, audit_entries
-from tests.payments.local_stripe import LocalStripe, charge_event, intent_event, stripe_event
-from tests.payments.test_intents import create_intent
-from tests.payments.test_webhook import deliver, order_status, payment_of
+from tests.fixtures.orders import ORDERS, get_order, lot_counters
+from tests.fixtures.patients import Headers, Json, audit_entries
+from tests.fixtures.payments import create_intent, deliver, order_status, payment_of
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.stripe import LocalStripe, charge_event, intent_event, stripe_event
 
 PAYMENTS = "/api/v1/payments"
 

@@ -34,10 +34,11 @@ from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.identity import JwtIssuer
-from tests.orders.factories import ORDERS, get_order, place_order
-from tests.patients.factories import Headers, Json, assert_problem, audit_entries
-from tests.payments.live_server import doctor_token, live_server, seed
-from tests.payments.local_stripe import (
+from tests.fixtures.orders import ORDERS, get_order, place_order
+from tests.fixtures.patients import Headers, Json, audit_entries
+from tests.fixtures.payments import WEBHOOK, create_intent, deliver, order_status, payment_of
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.stripe import (
     LocalStripe,
     charge_event,
     free_port,
@@ -45,34 +46,10 @@ from tests.payments.local_stripe import (
     signature,
     signed,
 )
-from tests.payments.test_intents import create_intent
+from tests.payments.live_server import doctor_token, live_server, seed
 
-WEBHOOK = "/api/v1/payments/webhook"
 JSON = {"Content-Type": "application/json; charset=utf-8"}  # what Stripe sends
 BAD_SIGNATURE = "/problems/invalid-webhook-signature"
-
-
-def deliver(client: TestClient, event: dict[str, Any], **sign: Any) -> Json:
-    body, headers = signed(event, **sign)
-    response = client.post(WEBHOOK, content=body, headers=headers)
-    assert response.status_code == 200, response.text
-    answer: Json = response.json()
-    assert answer["received"] is True
-    return answer
-
-
-def payment_of(db: Session, intent_id: str) -> Payment:
-    db.expire_all()
-    payment = db.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent_id))
-    assert payment is not None
-    return payment
-
-
-def order_status(db: Session, order_id: str) -> str:
-    db.expire_all()
-    order = db.get(Order, uuid.UUID(order_id))
-    assert order is not None
-    return order.status
 
 
 def stored_event(db: Session, event_id: str) -> StripeEvent | None:

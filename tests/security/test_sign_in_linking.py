@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.models import AuditEntry, User
 from tests.fixtures.identity import JwtIssuer
+from tests.fixtures.problems import assert_problem
 
 ME = "/api/v1/users/me"
 
@@ -30,15 +31,6 @@ def invite(client: TestClient, admin: dict[str, str], email: str, role: str) -> 
     response = client.post("/api/v1/users", json={"email": email, "role": role}, headers=admin)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
-    return body
-
-
-def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"/problems/{slug}"
-    assert body["status"] == status
     return body
 
 
@@ -78,7 +70,7 @@ def test_an_invite_is_not_claimed_with_an_unverified_email(
 
     response = client.get(ME, headers=bearer(token))
 
-    body = assert_problem(response, 403, "email-not-verified")
+    body = assert_problem(response, 403, "/problems/email-not-verified")
     assert "verified" in body["detail"]
     assert client.get("/api/v1/users", headers=bearer(token)).status_code == 403
     # Nothing written: the invite is still unclaimed, no second row, no audit row.
@@ -132,7 +124,7 @@ def test_the_verified_claim_name_is_configurable(
     invited = invite(client, admin, email, "doctor")
     # The standard claim no longer counts once another one is configured ...
     standard = jwt_issuer.token("idp|custom-1", email=email, email_verified=True)
-    assert_problem(client.get(ME, headers=bearer(standard)), 403, "email-not-verified")
+    assert_problem(client.get(ME, headers=bearer(standard)), 403, "/problems/email-not-verified")
     # ... the configured one does.
     custom = jwt_issuer.token(
         "idp|custom-2", email=email, **{"https://portal.example/email_verified": True}
@@ -173,7 +165,7 @@ def test_an_email_linked_to_another_subject_is_refused_not_a_server_error(
     )
     response = client.get(ME, headers=bearer(second))
 
-    body = assert_problem(response, 403, "email-already-linked")
+    body = assert_problem(response, 403, "/problems/email-already-linked")
     assert "administrator" in body["detail"]
     assert [(str(row.id), row.oidc_subject) for row in users_with_email(db, email)] == [
         (owner.json()["id"], first_subject)

@@ -41,9 +41,10 @@ from devtools.mail_sink import MailSink
 from tests.fixtures.cli import run_portal
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.live_api import live_api
+from tests.fixtures.orders import ORDERS, create_product, order_body, receive_lot
+from tests.fixtures.patients import Headers, create_patient
+from tests.fixtures.problems import assert_problem
 from tests.fixtures.stock import seed_stock
-from tests.orders.factories import ORDERS, create_product, order_body, receive_lot
-from tests.patients.factories import Headers, assert_problem, create_patient
 
 PERSON = {
     "name": "Quinn Sample",
