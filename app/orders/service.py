@@ -286,20 +286,28 @@ def cancel(
     return before
 
 
-def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
-    """Record that the order was paid (called by the payments flow)."""
-    order = get_visible_order(session, actor, order_id, for_update=True)
-    state.move_to(order, OrderStatus.PAID, utcnow())
+def _move_and_audit(
+    session: Session, actor: Actor, order: Order, target: OrderStatus, action: str
+) -> Order:
+    """The order takes its next status, and the audit log says from which to which."""
+    before = order.status
+    state.move_to(order, target, utcnow())
     audit.record(
         session,
         actor,
-        "order.paid",
+        action,
         "order",
         order.id,
-        before={"status": OrderStatus.PENDING},
-        after={"status": OrderStatus.PAID},
+        before={"status": before},
+        after={"status": target},
     )
     return order
+
+
+def mark_paid(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
+    """Record that the order was paid (called by the payments flow)."""
+    order = get_visible_order(session, actor, order_id, for_update=True)
+    return _move_and_audit(session, actor, order, OrderStatus.PAID, "order.paid")
 
 
 class PaymentRefunded(Conflict):
@@ -342,17 +350,7 @@ def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:
     state.ensure_can_become(order, OrderStatus.FULFILLED)
     _ensure_payment_kept(session, order)
     allocation.consume(session, actor, order.id, _item_ids(session, order.id))
-    state.move_to(order, OrderStatus.FULFILLED, utcnow())
-    audit.record(
-        session,
-        actor,
-        "order.fulfilled",
-        "order",
-        order.id,
-        before={"status": OrderStatus.PAID},
-        after={"status": OrderStatus.FULFILLED},
-    )
-    return order
+    return _move_and_audit(session, actor, order, OrderStatus.FULFILLED, "order.fulfilled")
 
 
 def claim_expired_orders(session: Session, *, now: datetime, batch: int) -> list[Order]:
