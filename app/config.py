@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 1_048_576
+    # Proxies (comma-separated addresses or networks) whose X-Forwarded-For / Forwarded headers
+    # name the client. Unset: none is trusted and the client is the connection's peer.
+    forwarded_allow_ips: str | None = None
     # Largest body outside /api/v1: the patient pages post one small form (date of birth).
     max_page_body_bytes: int = Field(default=8192, ge=1024, le=1_048_576)
 

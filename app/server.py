@@ -18,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 
+from app.config import get_settings
 from app.logs import uvicorn_log_config
 
 
@@ -34,9 +35,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def serve_one(host: str, port: int, *, access_log: bool, app: str = "app.main:create_app") -> None:
     """One worker process: the API (`app`, an application factory) on its own SO_REUSEPORT
     socket, until SIGTERM or SIGINT."""
+    # The client address decides rate limits and is audited: forwarded headers are believed
+    # only from the proxies FORWARDED_ALLOW_IPS names (uvicorn alone trusts loopback).
+    trusted_proxies = get_settings().forwarded_allow_ips
     config = uvicorn.Config(
         app,
         factory=True,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=trusted_proxies or None,
         access_log=access_log,
         log_level="info",
         log_config=uvicorn_log_config(),  # every handler redacts PHI (app/logs.py)

@@ -295,6 +295,43 @@ def test_two_api_processes_share_one_limit(
     _assert_rate_limited(refused)
 
 
+def test_a_client_cannot_pick_its_own_address_with_forwarded_headers(
+    fresh_db: TestDatabase, limits: Limits, tmp_path: Path
+) -> None:
+    """Without FORWARDED_ALLOW_IPS no proxy is trusted: `X-Forwarded-For` and `Forwarded`
+    from the client change nothing (uvicorn alone would believe them from loopback)."""
+    limits(public_catalog_per_minute=2)
+    settings = {"DATABASE_URL": fresh_db.app_url}
+    limited = {k: v for k, v in os.environ.items() if k.startswith("RATE_LIMIT_")}
+    with live_api({**settings, **limited}, tmp_path / "api.log") as base:
+        _clear_of_window_end()
+        products = f"{base}/api/v1/public/products"
+        assert httpx.get(products).status_code == 200
+        assert httpx.get(products).status_code == 200
+        spoofed = [
+            httpx.get(products, headers={"X-Forwarded-For": "10.9.0.1"}),
+            httpx.get(products, headers={"Forwarded": "for=10.9.0.2", "X-Real-IP": "10.9.0.2"}),
+        ]
+    for refused in spoofed:
+        _assert_rate_limited(refused)
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(
+    fresh_db: TestDatabase, limits: Limits, tmp_path: Path
+) -> None:
+    limits(public_catalog_per_minute=1)
+    settings = {"DATABASE_URL": fresh_db.app_url, "FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    limited = {k: v for k, v in os.environ.items() if k.startswith("RATE_LIMIT_")}
+    with live_api({**settings, **limited}, tmp_path / "api.log") as base:
+        _clear_of_window_end()
+        products = f"{base}/api/v1/public/products"
+        first = httpx.get(products, headers={"X-Forwarded-For": "10.9.0.1"})
+        other = httpx.get(products, headers={"X-Forwarded-For": "10.9.0.2"})
+        again = httpx.get(products, headers={"X-Forwarded-For": "10.9.0.1"})
+    assert (first.status_code, other.status_code) == (200, 200)
+    _assert_rate_limited(again)
+
+
 # -- the self-order's short payment window ---------------------------------------------------------
 
 
