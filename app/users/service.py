@@ -76,7 +76,10 @@ def resolve_signed_in_user(
     An address already linked to another subject is refused rather than shared.
     """
     user = session.scalar(select(User).where(User.oidc_subject == subject))
-    email = email.lower() if email else None
+    # Addresses in `users` are ASCII (invitations are validated so). A token's non-ASCII address
+    # is not used at all: `str.lower()` maps some look-alikes onto ASCII letters (the Kelvin
+    # sign becomes "k"), which would let another address claim an invitation.
+    email = email.lower() if email and email.isascii() else None
     via = via or Actor.system("oidc-sign-in")
     if user is None and email:
         holder = locks.user_by_email(session, email)

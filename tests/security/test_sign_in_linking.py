@@ -172,3 +172,39 @@ def test_an_email_linked_to_another_subject_is_refused_not_a_server_error(
     ]
     # The first account is untouched and keeps working.
     assert client.get(ME, headers=bearer(first)).json()["id"] == owner.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    [
+        "\u212aate-{tag}@clinicmail.org",  # KELVIN SIGN: str.lower() makes it an ASCII k
+        "kate-{tag}@clinicmail.org\u200b",  # a zero-width space after the address
+        "kate-{tag}@clinicmail.\u043erg",  # a Cyrillic o
+    ],
+)
+def test_a_lookalike_email_never_claims_an_invitation(
+    client: TestClient,
+    admin: dict[str, str],
+    jwt_issuer: JwtIssuer,
+    db: Session,
+    lookalike: str,
+) -> None:
+    """Only the exact (ASCII) address claims an invite, even when the provider vouches for the
+    look-alike: the sign-in is refused or gets an account of its own, never the invited role."""
+    tag = uuid.uuid4().hex[:6]
+    email = f"kate-{tag}@clinicmail.org"
+    invited = invite(client, admin, email, "admin")
+    subject = f"idp|{uuid.uuid4().hex}"
+    token = jwt_issuer.token(
+        subject, role="doctor", email=lookalike.format(tag=tag), email_verified=True
+    )
+
+    response = client.get(ME, headers=bearer(token))
+
+    assert response.status_code in (200, 403), response.text
+    if response.status_code == 200:
+        assert response.json()["role"] == "doctor"
+    rows = users_with_email(db, email)
+    assert [(str(row.id), row.oidc_subject, row.role) for row in rows] == [
+        (invited["id"], None, "admin")
+    ]
