@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
@@ -167,6 +170,12 @@ class Settings(BaseSettings):
             return frozenset({self.oidc_client_id})
         return frozenset(c.strip() for c in self.oidc_accepted_client_ids.split(",") if c.strip())
 
+    @field_validator("stripe_api_base", mode="before")
+    @classmethod
+    def _empty_means_stripe_itself(cls, value: object) -> object:
+        # `STRIPE_API_BASE=` (empty) unsets the development default: Stripe's own API.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _refuse_unsafe_settings(self) -> Settings:
         problems = production_problems(self) if self.environment == "production" else []
@@ -219,18 +228,54 @@ STRIPE_JS_HOST = "js.stripe.com"
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return True
+    host = host.rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    address = _ip_address(host)
+    return address is not None and (address.is_loopback or address.is_unspecified)
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, in any spelling a resolver accepts (`127.1`,
+    `2130706433`, `0x7f.1`, an IPv4-mapped IPv6 address); None for a name."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_public_host(host: str | None) -> bool:
+    if _is_loopback(host):
         return False
-    return address.is_loopback or address.is_unspecified
+    address = _ip_address((host or "").rstrip("."))
+    return address is None or address.is_global
 
 
 def _public_https(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.scheme == "https" and not _is_loopback(parts.hostname)
+    return parts.scheme == "https" and _is_public_host(parts.hostname)
+
+
+def _key_bytes(value: str) -> bytes | None:
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _uses_development_phi_keys(s: Settings) -> tuple[bool, bool]:
+    """Whether any encryption key, under any id, or the hash key is a development key's
+    bytes (the strings may differ in id, order or whitespace)."""
+    development = _key_bytes(DEV_PHI_KEYS.split(":", 1)[1])
+    keys = [part.split(":", 1)[-1] for part in s.phi_encryption_keys.split(",") if part.strip()]
+    encryption = any(_key_bytes(key) == development for key in keys)
+    return encryption, _key_bytes(s.phi_hash_key) == _key_bytes(DEV_PHI_HASH_KEY)
 
 
 def production_problems(s: Settings) -> list[str]:
@@ -287,12 +332,13 @@ def production_problems(s: Settings) -> list[str]:
         s.stripe_checkout_ui == "payment_element",
         "STRIPE_CHECKOUT_UI must be payment_element (card_element is for the local stand-in)",
     )
+    development_encryption_key, development_hash_key = _uses_development_phi_keys(s)
     need(
-        s.phi_encryption_keys != DEV_PHI_KEYS,
+        not development_encryption_key,
         "PHI_ENCRYPTION_KEYS is the development key; set keys from your key store",
     )
     need(
-        s.phi_hash_key != DEV_PHI_HASH_KEY,
+        not development_hash_key,
         "PHI_HASH_KEY is the development key; set a key from your key store",
     )
     need(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import os
 import subprocess
 from pathlib import Path
@@ -53,6 +55,22 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ),
     ("smtp_starttls", False, "SMTP_STARTTLS"),
     ("sms_provider", "log", "SMS_PROVIDER"),
+    # Spellings of loopback, private and metadata addresses are not public hosts.
+    ("stripe_api_base", "https://127.1", "STRIPE_API_BASE"),
+    ("stripe_api_base", "https://2130706433", "STRIPE_API_BASE"),
+    ("oidc_issuer", "https://localhost.", "OIDC_ISSUER"),
+    ("oidc_issuer", "https://[::ffff:127.0.0.1]", "OIDC_ISSUER"),
+    ("public_base_url", "https://169.254.169.254", "PUBLIC_BASE_URL"),
+    ("public_base_url", "https://10.0.0.5", "PUBLIC_BASE_URL"),
+    # The development keys under another id, beside a real key, or with trailing whitespace.
+    (
+        "phi_encryption_keys",
+        "k1:"
+        + base64.b64encode(b"k" * 32).decode()
+        + ",old:ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcmVhbC1waGk=",
+        "PHI_ENCRYPTION_KEYS",
+    ),
+    ("phi_hash_key", "ZGV2ZWxvcG1lbnQtbG9vay11cC1oYXNoLWtleS0wMDA=\n", "PHI_HASH_KEY"),
 ]
 
 
@@ -131,3 +149,9 @@ def test_portal_refuses_to_start_in_production_with_development_settings(
         assert setting in output, output
     assert "Traceback" not in output and "pydantic" not in output, output
     assert "╭" not in output, output  # no rich traceback box either
+
+
+def test_an_empty_stripe_api_base_means_stripe_itself() -> None:
+    """The README says to unset STRIPE_API_BASE in production; an empty value does that."""
+    settings = Settings(**production_settings(stripe_api_base=""))
+    assert settings.stripe_api_base is None
