@@ -83,9 +83,9 @@ def resolve_signed_in_user(
     via = via or Actor.system("oidc-sign-in")
     if user is None and email:
         holder = locks.user_by_email(session, email)
-        if holder is not None and holder.oidc_subject is not None:
+        if holder is not None and holder.oidc_subject is not None and email_verified:
             raise EmailAlreadyLinked(_EMAIL_ALREADY_LINKED)
-        if holder is not None:
+        if holder is not None and holder.oidc_subject is None:
             if not email_verified:
                 raise EmailNotVerified(
                     "an invitation for your e-mail address is waiting, but your identity"
@@ -110,7 +110,14 @@ def resolve_signed_in_user(
         # subject reads the winner's row; the loser of one for the e-mail is refused.
         inserted = session.execute(
             insert(User)
-            .values(id=uuid.uuid4(), email=email, role=claimed_role.value, oidc_subject=subject)
+            .values(
+                id=uuid.uuid4(),
+                # An address the provider does not vouch for is not kept: it would hold that
+                # address against a later invitation of its real owner.
+                email=email if email_verified else None,
+                role=claimed_role.value,
+                oidc_subject=subject,
+            )
             .on_conflict_do_nothing()
             .returning(User.id)
         ).scalar()

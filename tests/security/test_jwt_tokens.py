@@ -88,7 +88,9 @@ def restore_signing_key(jwt_issuer: JwtIssuer) -> Iterator[None]:
 def test_valid_jwt_is_accepted_and_provisions_the_user(
     client: TestClient, jwt_issuer: JwtIssuer
 ) -> None:
-    token = jwt_issuer.token("doc-valid", role="doctor", email="Doc.Valid@Clinic.test")
+    token = jwt_issuer.token(
+        "doc-valid", role="doctor", email="Doc.Valid@Clinic.test", email_verified=True
+    )
     response = client.get(ME, headers=bearer(token))
     assert response.status_code == 200, response.text
     body = response.json()

@@ -148,7 +148,10 @@ def test_introspection_accepts_an_active_token_for_this_api(
 ) -> None:
     use_verifier(Settings(oidc_opaque_tokens="introspection"))
     token = jwt_issuer.opaque_token(
-        "idp|introspected", role="doctor", email="introspected@clinic.example.org"
+        "idp|introspected",
+        role="doctor",
+        email="introspected@clinic.example.org",
+        email_verified=True,
     )
     asked = Asked(jwt_issuer)
 

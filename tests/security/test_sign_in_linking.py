@@ -134,17 +134,32 @@ def test_the_verified_claim_name_is_configurable(
     assert me.json()["id"] == invited["id"]
 
 
-def test_an_unverified_email_still_provisions_a_new_user_with_a_role_claim(
-    client: TestClient, jwt_issuer: JwtIssuer
+def test_an_unverified_email_provisions_a_user_without_holding_the_address(
+    client: TestClient, admin: dict[str, str], jwt_issuer: JwtIssuer, db: Session
 ) -> None:
-    """Only claiming an existing invitation needs the verification; a fresh user whose role
-    the identity provider vouches for is created as before."""
+    """A fresh user whose role the identity provider vouches for is created, but an address the
+    provider does not vouch for is not kept: it cannot squat a later invitation, and a linked
+    staff address is not revealed by a refusal."""
     email = f"fresh-{uuid.uuid4().hex[:6]}@clinic.example.org"
     token = jwt_issuer.token(f"idp|{uuid.uuid4().hex}", role="doctor", email=email)
     me = client.get(ME, headers=bearer(token))
     assert me.status_code == 200, me.text
     assert me.json()["role"] == "doctor"
-    assert me.json()["email"] == email
+    assert me.json()["email"] is None
+
+    invited = invite(client, admin, email, "admin")  # the real owner can still be invited
+    owner = jwt_issuer.token(
+        f"idp|{uuid.uuid4().hex}", role="doctor", email=email, email_verified=True
+    )
+    claimed = client.get(ME, headers=bearer(owner))
+    assert claimed.status_code == 200, claimed.text
+    assert (claimed.json()["id"], claimed.json()["role"]) == (invited["id"], "admin")
+
+    # An unverified token for that now-linked address is not told it belongs to someone.
+    probe = jwt_issuer.token(f"idp|{uuid.uuid4().hex}", role="doctor", email=email)
+    answer = client.get(ME, headers=bearer(probe))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["email"] is None and answer.json()["role"] == "doctor"
 
 
 # -- an e-mail already linked to another subject -----------------------------------------------
