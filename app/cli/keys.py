@@ -20,6 +20,7 @@ def keys_rotate() -> None:
     from app.audit import service as audit
     from app.db import make_engine
     from app.models import Patient
+    from app.notifications.service import rotate_message_keys
     from app.orders.service import rotate_order_notes
     from app.patients.service import rotate_keys
 
@@ -30,6 +31,7 @@ def keys_rotate() -> None:
             task = bar.add_task("re-encrypting", total=total)
             changed = rotate_keys(session, progress=lambda n: bar.advance(task, n))
         orders_changed = rotate_order_notes(session)
+        messages_changed = rotate_message_keys(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -39,11 +41,12 @@ def keys_rotate() -> None:
             after={
                 "patients_reencrypted": changed,
                 "orders_reencrypted": orders_changed,
+                "messages_reencrypted": messages_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
     engine.dispose()
     console.print(
-        f"{changed} of {total} patients and {orders_changed} orders' notes re-encrypted"
-        " with the active key"
+        f"{changed} of {total} patients, {orders_changed} orders' notes and"
+        f" {messages_changed} queued messages re-encrypted with the active key"
     )

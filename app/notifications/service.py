@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import phi
+from app import locks, phi
 from app.config import get_settings
 from app.errors import Unprocessable
+from app.models import OutboxMessage
 from app.notifications import templates
 from app.notifications.mailer import EmailSender
 from app.notifications.sms import sms_provider
@@ -121,6 +124,37 @@ def queue_sms(
     raises `InvalidRecipient` (422); catch it where a notification must not fail the flow.
     """
     return _queue(session, SMS_TOPIC, phone_number(to), template, context, dedupe_key)
+
+
+def rotate_message_keys(session: Session, *, batch: int = 500) -> int:
+    """Re-encrypt the recipient and context of every message (queued, delivered or dead) not
+    sealed by the active PHI key, so an old key can be retired; returns the messages changed.
+    Resumable, like the patients' rotation; the caller commits."""
+    active = phi.phi_keys().active_key_id
+    changed = 0
+    last: uuid.UUID | None = None
+    while True:
+        query = locks.in_id_order(
+            select(OutboxMessage).where(OutboxMessage.topic.in_((EMAIL_TOPIC, SMS_TOPIC))),
+            OutboxMessage.id,
+        ).limit(batch)
+        if last is not None:
+            query = query.where(OutboxMessage.id > last)
+        messages = list(session.scalars(query))
+        if not messages:
+            return changed
+        for message in messages:
+            payload = dict(message.payload)
+            for field, context_of in (("to", _to_context), ("context", _context_context)):
+                value = payload.get(field)
+                if isinstance(value, str) and phi.key_id_of(value) != active:
+                    context = context_of(message.dedupe_key)
+                    payload[field] = phi.encrypt(phi.decrypt(value, context), context)
+            if payload != message.payload:
+                message.payload = payload
+                changed += 1
+        session.flush()
+        last = messages[-1].id
 
 
 def _open(message: Claimed) -> tuple[str, Rendered]:

@@ -185,3 +185,40 @@ def test_the_admin_outbox_view_shows_no_recipient(
     assert item["topic"] == EMAIL_TOPIC
     assert ADDRESS not in response.text
     assert "tok_abcdef0123456789" not in response.text
+
+
+def test_key_rotation_reencrypts_queued_messages_so_the_old_key_can_retire(db: Session) -> None:
+    """`portal keys rotate` covers the recipient and context of messages in the outbox: after
+    it, every message opens with the new key alone."""
+    from app.config import get_settings
+    from app.notifications.service import rotate_message_keys
+    from tests.fixtures.patients import second_phi_key
+
+    order_id = uuid.uuid4()
+    context = {"order_reference": order_reference(order_id), "refunded": "no"}
+    email_key = queue_email(
+        db,
+        to="rotate.me@example.com",
+        template="order_cancelled",
+        context=context,
+        dedupe_key=f"rotate-{order_id}",
+    )
+    sms_key = queue_sms(
+        db,
+        to="+44 20 7946 0958",
+        template="order_cancelled",
+        context=context,
+        dedupe_key=f"rotate-{order_id}",
+    )
+
+    with second_phi_key() as k2_material:
+        assert rotate_message_keys(db, batch=1) == 2
+        assert rotate_message_keys(db) == 0  # resumable: nothing left to do
+        only_k2 = phi.PhiKeys.parse(f"k2:{k2_material}", "k2", get_settings().phi_hash_key)
+        for key, to in ((email_key, "rotate.me@example.com"), (sms_key, "+442079460958")):
+            payload = outbox_row(db, key).payload
+            assert phi.decrypt(payload["to"], f"outbox.{key}.to", only_k2) == to
+            assert (
+                json.loads(phi.decrypt(payload["context"], f"outbox.{key}.context", only_k2))
+                == context
+            )
