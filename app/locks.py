@@ -21,6 +21,7 @@ pharmacy or a mail server.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TypeVarTuple
 
@@ -109,9 +110,21 @@ def claim_expired_orders(
     )
 
 
-def in_id_order(query: Select[*Columns], id_column: Any) -> Select[*Columns]:
-    """A batch of rows (orders' or patients' for key rotation) locked in id order."""
-    return query.order_by(id_column).with_for_update()
+def in_id_batches(
+    session: Session, query: Select[Any], id_column: Any, *, batch: int
+) -> Iterator[list[Any]]:
+    """The query's rows in batches, each locked in id order (key rotation of patients, orders'
+    notes and queued messages); the caller flushes each batch before asking for the next."""
+    last: Any = None
+    while True:
+        page = query.order_by(id_column).with_for_update().limit(batch)
+        if last is not None:
+            page = page.where(id_column > last)
+        rows = list(session.scalars(page))
+        if not rows:
+            return
+        yield rows
+        last = getattr(rows[-1], id_column.key)
 
 
 # -- 5. lots --------------------------------------------------------------------------------

@@ -81,6 +81,13 @@ def key_id_of(value: str) -> str:
     return key_id
 
 
+def reseal(value: str, context: str) -> str | None:
+    """`value` sealed by the active key, or None when it already is (key rotation)."""
+    if key_id_of(value) == phi_keys().active_key_id:
+        return None
+    return encrypt(decrypt(value, context), context)
+
+
 def decrypt(value: str, context: str, keys: PhiKeys | None = None) -> str:
     keys = keys or phi_keys()
     key_id = key_id_of(value)

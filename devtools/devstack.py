@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,32 +96,36 @@ class Supervisor:
         self.children.append((name, process))
 
     def wait_http(self, name: str, url: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        process = dict(self.children)[name]
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+        def answers() -> bool:
             try:
-                if httpx.get(url, timeout=2).status_code < 500:
-                    return
+                return httpx.get(url, timeout=2).status_code < 500
             except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f} s")
+                return False
+
+        self._wait(name, answers, f"did not answer at {url}", timeout)
 
     def wait_tcp(self, name: str, host: str, port: int, timeout: float = 30.0) -> None:
         """Wait until something accepts connections on host:port (non-HTTP services)."""
+
+        def listens() -> bool:
+            try:
+                with socket.create_connection((host, port), timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        self._wait(name, listens, f"did not listen on {host}:{port}", timeout)
+
+    def _wait(self, name: str, ready: Callable[[], bool], failure: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         process = dict(self.children)[name]
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
-            try:
-                with socket.create_connection((host, port), timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{name} did not listen on {host}:{port} within {timeout:.0f} s")
+            if ready():
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"{name} {failure} within {timeout:.0f} s")
 
     def watch(self) -> str:
         """Block until a child exits or the user presses Ctrl-C; returns why."""

@@ -21,7 +21,7 @@ from app.catalog.schemas import ProductCreate
 from app.inventory import service as inventory
 from app.inventory.schemas import LotReceive, LotStatusChange
 from app.models import Lot, Patient, Product, User
-from app.models.order import CancellationReason
+from app.models.status import CancellationReason
 from app.orders import flows as order_flows
 from app.orders import service as orders_service
 from app.orders.schemas import OrderCreate, OrderLine

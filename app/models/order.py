@@ -9,9 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
 
 # The cancellation codes were defined here before app/models/status.py: still importable (`as`).
-from app.models.status import SYSTEM_CANCELLATION_REASONS as SYSTEM_CANCELLATION_REASONS
-from app.models.status import CancellationReason as CancellationReason
-from app.models.status import OrderStatus, one_of
+from app.models.status import CancellationReason, OrderStatus, one_of
 
 
 class Order(UUIDPrimaryKey, CreatedAt, Base):

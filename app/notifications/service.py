@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 
@@ -130,31 +129,26 @@ def rotate_message_keys(session: Session, *, batch: int = 500) -> int:
     """Re-encrypt the recipient and context of every message (queued, delivered or dead) not
     sealed by the active PHI key, so an old key can be retired; returns the messages changed.
     Resumable, like the patients' rotation; the caller commits."""
-    active = phi.phi_keys().active_key_id
+    notifications = select(OutboxMessage).where(OutboxMessage.topic.in_((EMAIL_TOPIC, SMS_TOPIC)))
     changed = 0
-    last: uuid.UUID | None = None
-    while True:
-        query = locks.in_id_order(
-            select(OutboxMessage).where(OutboxMessage.topic.in_((EMAIL_TOPIC, SMS_TOPIC))),
-            OutboxMessage.id,
-        ).limit(batch)
-        if last is not None:
-            query = query.where(OutboxMessage.id > last)
-        messages = list(session.scalars(query))
-        if not messages:
-            return changed
+    messages: list[OutboxMessage]
+    for messages in locks.in_id_batches(session, notifications, OutboxMessage.id, batch=batch):
         for message in messages:
             payload = dict(message.payload)
             for field, context_of in (("to", _to_context), ("context", _context_context)):
                 value = payload.get(field)
-                if isinstance(value, str) and phi.key_id_of(value) != active:
-                    context = context_of(message.dedupe_key)
-                    payload[field] = phi.encrypt(phi.decrypt(value, context), context)
+                resealed = (
+                    phi.reseal(value, context_of(message.dedupe_key))
+                    if isinstance(value, str)
+                    else None
+                )
+                if resealed is not None:
+                    payload[field] = resealed
             if payload != message.payload:
                 message.payload = payload
                 changed += 1
         session.flush()
-        last = messages[-1].id
+    return changed
 
 
 def _open(message: Claimed) -> tuple[str, Rendered]:

@@ -19,8 +19,7 @@ from app.checkout import service as checkout
 from app.integrations.stripe import refunds
 from app.models import Order
 from app.models.base import utcnow
-from app.models.order import CancellationReason
-from app.models.status import OrderStatus
+from app.models.status import CancellationReason, OrderStatus
 from app.notifications import flows as notifications
 from app.orders import service, state
 from app.orders.schemas import OrderCreate, OrderLine

@@ -13,8 +13,7 @@ from app.errors import (
     NotFound,
     problem_responses,
 )
-from app.models.order import CancellationReason
-from app.models.status import OrderStatus
+from app.models.status import CancellationReason, OrderStatus
 from app.notifications.service import InvalidRecipient
 from app.orders import flows, service
 from app.orders.schemas import (

@@ -24,8 +24,7 @@ from app.errors import Conflict, NotFound
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
-from app.models.order import CancellationReason
-from app.models.status import OrderStatus, PaymentStatus
+from app.models.status import CancellationReason, OrderStatus, PaymentStatus
 from app.orders import state
 from app.orders.schemas import (
     AllocationOut,
@@ -383,38 +382,29 @@ def rotate_order_notes(
     """Re-encrypt orders' notes (the order's and the cancellation's) not sealed by the active
     key; returns the orders changed. Resumable, like `patients.service.rotate_keys`; the caller
     commits."""
-    keys = phi.phi_keys()
     columns: list[tuple[str, Callable[[uuid.UUID], str]]] = [
         ("note_encrypted", note_context),
         ("cancellation_note_encrypted", cancellation_note_context),
     ]
+    with_notes = select(Order).where(
+        Order.note_encrypted.is_not(None) | Order.cancellation_note_encrypted.is_not(None)
+    )
     changed = 0
-    last: uuid.UUID | None = None
-    while True:
-        query = locks.in_id_order(
-            select(Order).where(
-                Order.note_encrypted.is_not(None) | Order.cancellation_note_encrypted.is_not(None)
-            ),
-            Order.id,
-        ).limit(batch)
-        if last is not None:
-            query = query.where(Order.id > last)
-        orders = list(session.scalars(query))
-        if not orders:
-            return changed
+    orders: list[Order]
+    for orders in locks.in_id_batches(session, with_notes, Order.id, batch=batch):
         for order in orders:
             touched = False
             for column, context_of in columns:
                 value: str | None = getattr(order, column)
-                if value is not None and phi.key_id_of(value) != keys.active_key_id:
-                    context = context_of(order.id)
-                    setattr(order, column, phi.encrypt(phi.decrypt(value, context), context))
+                resealed = phi.reseal(value, context_of(order.id)) if value else None
+                if resealed is not None:
+                    setattr(order, column, resealed)
                     touched = True
             changed += touched
         session.flush()
         if progress:
             progress(len(orders))
-        last = orders[-1].id
+    return changed
 
 
 NEWEST_FIRST = Keyset(Order.created_at, Order.id, descending=True)

@@ -213,30 +213,22 @@ def rotate_keys(
     Runs in batches; each value is decrypted with the key it names, so it can resume after an
     interruption. The caller commits.
     """
-    keys = phi.phi_keys()
     changed = 0
-    last: uuid.UUID | None = None
-    while True:
-        query = locks.in_id_order(select(Patient), Patient.id).limit(batch)
-        if last is not None:
-            query = query.where(Patient.id > last)
-        patients = list(session.scalars(query))
-        if not patients:
-            return changed
+    patients: list[Patient]
+    for patients in locks.in_id_batches(session, select(Patient), Patient.id, batch=batch):
         for patient in patients:
             touched = False
             for name in PHI_FIELDS:
                 column = f"{name}_encrypted"
-                value: str = getattr(patient, column)
-                if phi.key_id_of(value) != keys.active_key_id:
-                    context = phi_context(patient.id, name)
-                    setattr(patient, column, phi.encrypt(phi.decrypt(value, context), context))
+                resealed = phi.reseal(getattr(patient, column), phi_context(patient.id, name))
+                if resealed is not None:
+                    setattr(patient, column, resealed)
                     touched = True
             changed += touched
         session.flush()
         if progress:
             progress(len(patients))
-        last = patients[-1].id
+    return changed
 
 
 def patient_summary(patient: Patient) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from app.actor import Actor
 from app.audit import service as audit
-from app.errors import Conflict, InvalidStateTransition, PortalError
+from app.errors import Conflict, PortalError
 from app.integrations.stripe.client import stripe_client
 from app.models import Order, Payment, PaymentRefund
 from app.models.base import utcnow
-from app.models.status import OrderStatus, PaymentStatus, RefundStatus
+from app.models.status import PaymentStatus, RefundStatus
+from app.orders import state
 
 # Stripe statuses that may still become a payment; the rank orders how far a payment has come,
 # so a late or repeated event can never move it backwards.
@@ -67,10 +68,7 @@ def create_or_reuse_intent(session: Session, actor: Actor, order: Order) -> tupl
     Reuses the order's open intent for the same amount; otherwise creates one with an
     idempotency key derived from the order id and amount. The amount always comes from the order.
     """
-    if order.status != OrderStatus.PENDING:
-        raise InvalidStateTransition(
-            f"an order that is {order.status} cannot be paid", current_status=order.status
-        )
+    state.ensure_payable(order)
     payments = list(
         session.scalars(
             select(Payment).where(Payment.order_id == order.id).order_by(Payment.created_at.desc())

@@ -51,17 +51,9 @@ from tests.checkout.live_server import (
     ok,
     wait_for,
 )
+from tests.fixtures.browser import chromium
 from tests.fixtures.stripe import LocalStripe
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE = {
     "viewport": {"width": 375, "height": 812},
     "user_agent": (
@@ -114,16 +106,8 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's chromium. Missing is a failure, not a skip: `make test` installs it first."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's chromium"
-            " (`make test` installs it)",
-            pytrace=False,
-        )
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
+    with chromium(playwright) as browser:
+        yield browser
 
 
 def _confirm_card_payment(stripe: LocalStripe) -> Callable[[str, Any], dict[str, Any]]:

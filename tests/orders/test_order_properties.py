@@ -49,7 +49,7 @@ from app.inventory.repository import lots_disagreeing_with_ledger, today
 from app.inventory.schemas import LotReceive, LotStatusChange, StockAdjustment
 from app.models import Lot, LotAllocation, Order, OrderItem, StockMovement, User
 from app.models.base import utcnow
-from app.models.order import CancellationReason
+from app.models.status import CancellationReason
 from app.orders import flows as order_flows
 from app.orders import service as orders
 from app.orders.schemas import OrderCreate, OrderLine

@@ -7,7 +7,6 @@ The provider runs as a subprocess; tokens come from its authorization-code flow
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +25,7 @@ from app.security import TokenVerifier, get_verifier
 from devtools.devstack import identity_provider_argv
 from devtools.identity import DEMO_USERS, obtain_dev_token, sign_in_as
 from tests.fixtures.identity import JwtIssuer
-from tests.fixtures.live_api import free_port, stop, wait_until_up
+from tests.fixtures.live_api import identity_provider
 
 ME = "/api/v1/users/me"
 CLIENT_ID = "portal-dev"
@@ -35,39 +34,17 @@ CLIENT_ID = "portal-dev"
 @pytest.fixture(scope="module")
 def dev_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = Path(sys.executable).parent / "oidc-provider-mock"
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("oidc") / "provider.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_until_up(
-                process, issuer + "/.well-known/openid-configuration", log_path, timeout=30
-            )
-            yield issuer
-        finally:
-            stop(process, timeout=10)
+    with identity_provider(
+        lambda port: [str(binary), "--port", str(port)], tmp_path_factory.mktemp("oidc")
+    ) as issuer:
+        yield issuer
 
 
 @pytest.fixture(scope="module")
 def demo_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The provider started exactly as `make run` starts it, with the demo users."""
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("oidc-demo") / "provider.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            identity_provider_argv(port), stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_until_up(
-                process, issuer + "/.well-known/openid-configuration", log_path, timeout=30
-            )
-            yield issuer
-        finally:
-            stop(process, timeout=10)
+    with identity_provider(identity_provider_argv, tmp_path_factory.mktemp("oidc-demo")) as issuer:
+        yield issuer
 
 
 def sign_in(issuer: str, role: str, email: str) -> str:
