@@ -1,0 +1,1 @@
+"""Dagster code location of the portal: scheduled operations, dbt assets, data quality."""
