@@ -262,6 +262,14 @@ TEMPLATES: dict[str, Template] = {
             optional=frozenset({"status_url"}),
             build=_order_cancelled,
         ),
+    )
+}
+
+
+# What staff are told (app/alerts): kept apart from the patients' messages above.
+STAFF_TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
         Template(
             "staff_alerts",
             required=frozenset({"alert_topic", "alert_count", "alert_lines", "alerts_url"}),
@@ -274,9 +282,10 @@ TEMPLATES: dict[str, Template] = {
 
 def render(name: str, context: Mapping[str, str]) -> Rendered:
     """The message `name` with `context`; `TemplateError` unless every field is as expected."""
-    template = TEMPLATES.get(name)
+    template = TEMPLATES.get(name) or STAFF_TEMPLATES.get(name)
     if template is None:
-        raise TemplateError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+        known = ", ".join(sorted({*TEMPLATES, *STAFF_TEMPLATES}))
+        raise TemplateError(f"unknown template {name!r}; known: {known}")
     missing = template.required - context.keys()
     unknown = context.keys() - template.required - template.optional
     if missing or unknown:
