@@ -104,6 +104,14 @@ class Changes:
     still_open: int
 
 
+def one_line(text: str, limit: int = MAX_SUMMARY_LENGTH) -> str:
+    """`text` as one printable line of at most `limit` characters (names typed by people may
+    hold line breaks or tabs): control characters become spaces, long text is cut with an
+    ellipsis."""
+    flat = " ".join(_CONTROL.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
+
+
 def json_safe(value: Any) -> Any:
     """`details` as JSONB can hold them: dates and times in ISO 8601, ids and decimals as text."""
     if isinstance(value, Mapping):
