@@ -101,5 +101,6 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         AdjustmentReason,
         OutboxStatus,
         StaffRole,
+        AlertTopic,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]

@@ -261,7 +261,8 @@ class Channels:
 
 
 def topics_for(role: str) -> list[AlertTopic]:
-    allowed = ROLE_TOPICS.get(StaffRole(role), frozenset()) if role in StaffRole else frozenset()
+    """The topics a role may subscribe to, in the enum's order."""
+    allowed = ROLE_TOPICS.get(StaffRole(role), frozenset()) if role in set(StaffRole) else set()
     return [topic for topic in AlertTopic if topic in allowed]
 
 
