@@ -107,6 +107,12 @@ def test_a_malformed_condition_is_refused(key: str, summary: str) -> None:
         Condition(key, summary)
 
 
+@pytest.mark.parametrize("value", [object(), float("nan"), b"bytes", {("a", "b"): 1}])
+def test_details_that_json_cannot_hold_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="JSON-safe"):
+        Condition("ok", "fine", {"value": value})
+
+
 def test_two_conditions_with_one_key_are_refused_and_nothing_is_written(db: Session) -> None:
     with pytest.raises(ValueError, match="share the key"):
         sync_alerts(db, AlertTopic.STOCK, [LOW, Condition(LOW.key, "again")])
