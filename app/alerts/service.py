@@ -399,6 +399,24 @@ def replace_subscriptions(
     return user, normalised
 
 
+def rotate_subscription_keys(session: Session, *, batch: int = 500) -> int:
+    """Re-encrypt the SMS numbers not sealed by the active PHI key (`portal keys rotate`), so
+    an old key can be retired; returns the subscriptions changed. Resumable; the caller
+    commits."""
+    with_numbers = select(AlertSubscription).where(AlertSubscription.sms_to_encrypted.is_not(None))
+    changed = 0
+    rows: list[AlertSubscription]
+    for rows in locks.in_id_batches(session, with_numbers, AlertSubscription.id, batch=batch):
+        for row in rows:
+            assert row.sms_to_encrypted is not None
+            resealed = phi.reseal(row.sms_to_encrypted, sms_context(row.id))
+            if resealed is not None:
+                row.sms_to_encrypted = resealed
+                changed += 1
+        session.flush()
+    return changed
+
+
 # -- the admin list ------------------------------------------------------------------------------
 NEWEST_FIRST = Keyset(Alert.opened_at, Alert.id, descending=True)
 
