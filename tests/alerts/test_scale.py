@@ -4,6 +4,7 @@ of sales), found in two queries and synced in a handful of statements, first and
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.actor import Actor
 from app.inventory.flows import check_stock_alerts
+from app.inventory.repository import today
 
 PRODUCTS = 10_000
 LOTS_PER_PRODUCT = 10
@@ -88,6 +90,8 @@ def test_the_sweep_of_10000_products_and_100000_lots_is_a_few_set_based_statemen
         elapsed = time.monotonic() - started
     finally:
         event.remove(engine, "before_cursor_execute", count)
+    # Two years on every lot has expired: the expiring alerts clear, expired-only ones open.
+    later = check_stock_alerts(db, Actor.system("scale"), today=today() + timedelta(730))
 
     with capsys.disabled():
         print(
@@ -104,3 +108,7 @@ def test_the_sweep_of_10000_products_and_100000_lots_is_a_few_set_based_statemen
     assert first_statements <= 2 + 3 + first.opened // 5_000 + 1
     assert len(statements) - first_statements <= 2 + 2
     assert elapsed < SECONDS, f"two sweeps took {elapsed:.1f} s"
+    expiring = sum(key.startswith("expiring:") for key in first.opened_keys)
+    assert later.cleared == expiring > 1_000
+    # Products that kept sellable stock until then are now low too.
+    assert {key.split(":")[0] for key in later.opened_keys} == {"expired-only", "low-stock"}
