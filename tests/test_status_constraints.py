@@ -20,6 +20,7 @@ from app.models.status import (
     OrderStatus,
     OutboxStatus,
     PaymentStatus,
+    ReconciliationKind,
     StaffRole,
     StockMovementReason,
 )
@@ -33,6 +34,7 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("stock_movements", "ck_stock_movements_reason"): StockMovementReason,
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
+    ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
 }
 
 
