@@ -15,6 +15,7 @@ from app.models import Base
 from app.models.status import (
     SYSTEM_CANCELLATION_REASONS,
     AdjustmentReason,
+    AlertTopic,
     CancellationReason,
     LotStatus,
     OrderStatus,
@@ -35,6 +36,8 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
     ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
+    ("alerts", "ck_alerts_topic"): AlertTopic,
+    ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
 }
 
 

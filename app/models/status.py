@@ -154,3 +154,19 @@ class ReconciliationState(StrEnum):
     OPEN = "open"
     REPAIRED = "repaired"
     RESOLVED = "resolved"
+
+
+class AlertTopic(StrEnum):
+    """What an alert to staff is about; staff subscribe per topic (app/alerts)."""
+
+    STOCK = "stock"  # low stock, lots expiring, products whose only stock is expired
+    RECONCILIATION = "reconciliation"  # the portal's payments disagree with Stripe's
+    DATA_QUALITY = "data_quality"  # a data-quality check failed
+    PHARMACY = "pharmacy"  # the pharmacy link needs attention
+
+
+class AlertState(StrEnum):
+    """Whether an alert's condition still holds; derived from `cleared_at`, never stored."""
+
+    OPEN = "open"
+    CLEARED = "cleared"

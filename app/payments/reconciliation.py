@@ -24,13 +24,15 @@ from sqlalchemy.orm import Session
 
 from app import locks, phi
 from app.actor import Actor
+from app.alerts.flows import sync_alerts
+from app.alerts.service import Condition, one_line
 from app.audit import service as audit
 from app.errors import InvalidStateTransition, NotFound, PortalError
 from app.integrations.stripe import listing
 from app.integrations.stripe.client import stripe_client
 from app.models import Payment, PaymentRefund, ReconciliationException, ReconciliationRun
 from app.models.base import utcnow
-from app.models.status import PaymentStatus, ReconciliationKind
+from app.models.status import AlertTopic, PaymentStatus, ReconciliationKind
 from app.payments import flows
 from app.payments import reconciliation_repository as repository
 from app.payments import reconciliation_service as service
@@ -142,6 +144,8 @@ def reconcile(
     )
     session.flush()
     still_open = repository.all_open(session)
+    # Last: the alert topic's lock is held until the commit (app.locks).
+    alerts = sync_alerts(session, AlertTopic.RECONCILIATION, [_condition(r) for r in still_open])
     return ReconciliationReport(
         run_id=run.id,
         start=start,
@@ -153,6 +157,51 @@ def reconcile(
         cleared=cleared,
         open=len(still_open),
         disputes_listed=state.disputes_listed,
+        alerts={
+            "opened": alerts.opened,
+            "cleared": alerts.cleared,
+            "still_open": alerts.still_open,
+        },
+    )
+
+
+SUMMARIES = {
+    ReconciliationKind.MISSED_PAYMENT: "paid at Stripe, not here (not repaired)",
+    ReconciliationKind.MISSED_REFUND: "refunded at Stripe, not recorded here (not repaired)",
+    ReconciliationKind.DISPUTED: "disputed at Stripe",
+    ReconciliationKind.NOT_PAID_AT_STRIPE: "paid here, not at Stripe",
+    ReconciliationKind.AMOUNT_DIFFERS: "amount differs from Stripe's",
+    ReconciliationKind.CURRENCY_DIFFERS: "currency differs from Stripe's",
+    ReconciliationKind.REFUNDED_HERE_ONLY: "more refunded here than at Stripe",
+    ReconciliationKind.UNKNOWN_INTENT: "Stripe payment for an order the portal does not know",
+}
+
+
+def _amount(value: int | None, currency: str | None) -> str:
+    return "?" if value is None else f"{value / 100:.2f} {(currency or '').upper()}".strip()
+
+
+def _condition(row: ReconciliationException) -> Condition:
+    """An open exception as an alert: its kind, Stripe's id and the amounts; no PHI."""
+    summary = f"Payment reconciliation: {SUMMARIES[ReconciliationKind(row.kind)]}"
+    summary += f" ({row.stripe_object_id}"
+    if row.expected_cents is not None or row.actual_cents is not None:
+        summary += f"; here {_amount(row.expected_cents, row.currency)}"
+        summary += f", Stripe {_amount(row.actual_cents, row.currency)}"
+    summary += ")"
+    return Condition(
+        key=f"reconciliation:{row.id}",
+        summary=one_line(summary),
+        details={
+            "kind": row.kind,
+            "stripe_object_id": row.stripe_object_id,
+            "payment_intent_id": row.payment_intent_id,
+            "order_id": str(row.order_id) if row.order_id else None,
+            "expected_cents": row.expected_cents,
+            "actual_cents": row.actual_cents,
+            "currency": row.currency,
+            "first_seen_at": row.first_seen_at.isoformat(),
+        },
     )
 
 
@@ -225,6 +274,12 @@ def resolve_exception(
         raise InvalidStateTransition("the exception is already resolved")
     _resolve(session, actor, row, note)
     session.flush()
+    # A resolved exception's alert is cleared (last: the topic's lock is held to the commit).
+    sync_alerts(
+        session,
+        AlertTopic.RECONCILIATION,
+        [_condition(r) for r in repository.all_open(session)],
+    )
     return row
 
 

@@ -5,7 +5,7 @@ period; `reconciliation_exceptions` holds each disagreement once per (kind, Stri
 with when it was first and last seen and whether it was repaired or resolved.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-01 17:30:00
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from app.migrations.privileges import grant_app_role
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -159,9 +159,11 @@ def test_an_amount_stripe_changed_is_recorded_and_not_repaired(
     assert order_status(db, order["id"]) == "pending"
     assert payment_of(db, intent_id).status == "requires_payment_method"
     assert report.open == 2
+    assert report.alerts == {"opened": 2, "cleared": 0, "still_open": 0}
     # Seen again: the same two rows, nothing new.
     again = run(db, period)
     assert (again.new, again.repaired, again.open) == (0, 0, 2)
+    assert again.alerts == {"opened": 0, "cleared": 0, "still_open": 2}
     assert {r.id for r in exceptions(db)} == {r.id for r in rows.values()}
 
 
