@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEntry, ReconciliationException, ReconciliationRun
+from app.models import Alert, AuditEntry, ReconciliationException, ReconciliationRun
 from tests.fixtures.identity import Auth
 from tests.fixtures.patients import Headers
 from tests.fixtures.problems import assert_problem
@@ -191,6 +191,8 @@ def test_an_exception_is_resolved_once_with_an_encrypted_note(
     ).all()
     assert (audited.actor_subject, audited.entity_id) == ("admin-main", item["id"])
     assert note not in str(audited.after)
+    (alert,) = db.scalars(select(Alert).where(Alert.key == f"reconciliation:{item['id']}")).all()
+    assert alert.cleared_at is not None  # raised by the run, cleared by the resolution
 
     assert_problem(
         client.post(path, json={"note": note}, headers=admin),

@@ -13,7 +13,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.actor import Actor
-from app.models import AuditEntry, OutboxMessage, Payment, PaymentRefund, StripeEvent
+from app.models import (
+    Alert,
+    AuditEntry,
+    OutboxMessage,
+    Patient,
+    Payment,
+    PaymentRefund,
+    StripeEvent,
+)
 from app.payments.reconciliation import ReconciliationReport, reconcile
 from app.payments.reconciliation_service import repair_event_id
 from tests.fixtures.orders import get_order, lot_counters
@@ -160,6 +168,19 @@ def test_an_amount_stripe_changed_is_recorded_and_not_repaired(
     assert payment_of(db, intent_id).status == "requires_payment_method"
     assert report.open == 2
     assert report.alerts == {"opened": 2, "cleared": 0, "still_open": 0}
+    alerts = db.scalars(select(Alert).where(Alert.topic == "reconciliation")).all()
+    assert sorted(a.key for a in alerts) == sorted(f"reconciliation:{r.id}" for r in rows.values())
+    by_key = {a.key: a for a in alerts}
+    differs = by_key[f"reconciliation:{rows['amount_differs'].id}"]
+    assert differs.summary == (
+        f"Payment reconciliation: amount differs from Stripe's ({intent_id};"
+        f" here {order['total_cents'] / 100:.2f} USD, Stripe 10.00 USD)"
+    )
+    patient = db.get(Patient, uuid.UUID(order["patient_id"]))
+    assert patient is not None
+    for alert in alerts:  # ids, amounts and kinds; nothing about the patient
+        text = alert.summary + str(alert.details)
+        assert str(patient.id) not in text and "@" not in text
     # Seen again: the same two rows, nothing new.
     again = run(db, period)
     assert (again.new, again.repaired, again.open) == (0, 0, 2)
