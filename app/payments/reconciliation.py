@@ -291,3 +291,22 @@ def resolution_note(row: ReconciliationException) -> str | None:
     if row.resolution_note_encrypted is None:
         return None
     return phi.decrypt(row.resolution_note_encrypted, note_context(row.id))
+
+
+def rotate_resolution_notes(session: Session, *, batch: int = 500) -> int:
+    """Re-encrypt the resolution notes not sealed by the active PHI key (`portal keys rotate`),
+    so an old key can be retired; returns the notes changed. Resumable; the caller commits."""
+    with_notes = select(ReconciliationException).where(
+        ReconciliationException.resolution_note_encrypted.is_not(None)
+    )
+    changed = 0
+    rows: list[ReconciliationException]
+    for rows in locks.in_id_batches(session, with_notes, ReconciliationException.id, batch=batch):
+        for row in rows:
+            assert row.resolution_note_encrypted is not None
+            resealed = phi.reseal(row.resolution_note_encrypted, note_context(row.id))
+            if resealed is not None:
+                row.resolution_note_encrypted = resealed
+                changed += 1
+        session.flush()
+    return changed
