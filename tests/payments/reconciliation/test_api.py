@@ -18,7 +18,7 @@ from tests.fixtures.identity import Auth
 from tests.fixtures.patients import Headers, second_phi_key
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.reconciliation import Period, next_whole_second
-from tests.fixtures.stripe import CARD, LocalStripe
+from tests.fixtures.stripe import CARD, LocalStripe, clear_caches, free_port
 
 BASE = "/api/v1/payments/reconciliation"
 RUNS = f"{BASE}/runs"
@@ -227,3 +227,21 @@ def test_key_rotation_reseals_the_resolution_notes(
         rows = db.scalars(select(ReconciliationException)).all()
         assert all(str(r.resolution_note_encrypted).startswith("enc1:k2:") for r in rows)
         assert [resolution_note(r) for r in rows] == ["checked", "checked"]
+
+
+def test_stripe_unreachable_is_a_502_and_writes_nothing(
+    client: TestClient, db: Session, admin: Headers
+) -> None:
+    before = runs(db)
+    now = datetime.now(UTC)
+    period = {"start": iso(now - timedelta(days=1)), "end": iso(now)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{free_port()}")
+        clear_caches()
+        try:
+            response = client.post(RUNS, json=period, headers=admin)
+        finally:
+            patch.undo()
+            clear_caches()
+    assert_problem(response, 502, "/problems/payment-provider-unavailable")
+    assert runs(db) == before
