@@ -21,6 +21,8 @@ from app.models.status import (
     OrderStatus,
     OutboxStatus,
     PaymentStatus,
+    ReconciliationKind,
+    ReconciliationState,
     StaffRole,
     StockMovementReason,
 )
@@ -34,6 +36,7 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("stock_movements", "ck_stock_movements_reason"): StockMovementReason,
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
+    ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
     ("alerts", "ck_alerts_topic"): AlertTopic,
     ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
 }
@@ -101,6 +104,8 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         AdjustmentReason,
         OutboxStatus,
         StaffRole,
+        ReconciliationKind,
+        ReconciliationState,
         AlertTopic,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]
