@@ -128,7 +128,7 @@ RAW_PAYMENTS = Suite(
 
 RAW_FRESHNESS = Suite(
     "raw_freshness",
-    "The portal is taking orders: the newest order is recent (ORDERS_MAX_AGE).",
+    "The portal is taking orders: the newest order is recent (QUALITY_ORDERS_MAX_AGE_HOURS).",
     (
         NoRows(
             "the newest order is recent",
@@ -208,7 +208,7 @@ MARTS_KEYS = Suite(
 MARTS_FRESHNESS = Suite(
     "marts_freshness",
     "The marts keep up with the portal: their newest order and payment change are at most"
-    " MARTS_MAX_LAG behind the source's.",
+    " QUALITY_MARTS_MAX_LAG_HOURS behind the source's.",
     (
         NoRows(
             "fct_orders has the newest orders",
