@@ -166,9 +166,10 @@ def test_marts_keys_fail_on_a_duplicated_key(marts: tuple[str, History]) -> None
             "DELETE FROM analytics.dim_date WHERE ctid IN (SELECT max(ctid) FROM"
             " analytics.dim_date GROUP BY date_day HAVING count(*) > 1)",
         )
-    assert outcome.failures == [
-        "marts_keys: dim_date.date_day unique and not null: 2 row(s) of analytics.dim_date.date_day"
-    ]
+    (failure,) = outcome.failures
+    assert failure.startswith(
+        "marts_keys: dim_date.date_day unique and not null: 1 row(s) (e.g. date_day="
+    )
 
 
 def test_marts_freshness_fails_when_the_marts_fall_behind(marts: tuple[str, History]) -> None:
