@@ -7,6 +7,7 @@ seconds and hundreds of MB); importing this module does not import it.
 
 from __future__ import annotations
 
+import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from app.db import sqlalchemy_url
 from pipelines.quality.suites import SUITES, Check, ColumnBetween, NoRows, Suite, UniqueKey
 
 SAMPLE_ROWS = 3
+# The context is shared by the process: one validation at a time uses it.
+_CONTEXT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,12 @@ def validate(suite: str, database_url: str, *, now: datetime | None = None) -> Q
     if definition is None:
         raise KeyError(f"unknown quality suite {suite!r}; known: {', '.join(sorted(SUITES))}")
     now = now or datetime.now(UTC)
+    with _CONTEXT_LOCK:
+        return _validate(definition, database_url, now)
+
+
+def _validate(definition: Suite, database_url: str, now: datetime) -> QualityOutcome:
+    suite = definition.name
     gx = _gx()
     context = _context()
     run = uuid.uuid4().hex[:12]
