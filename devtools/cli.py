@@ -7,7 +7,7 @@ PostgreSQL the database of every command when DATABASE_URL is unset.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -66,38 +66,112 @@ def seed_demo() -> None:
 def seed_scale(
     products: Annotated[int, typer.Option(min=1, help="Products to create")] = 10_000,
     lots: Annotated[
-        int, typer.Option(min=0, help="Lots to create (spread over the products)")
-    ] = 100_000,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Lots to create, spread over the products (default 100,000; without --orders"
+            " only: with --orders the lots follow the orders' demand)",
+        ),
+    ] = None,
+    orders: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also load 18 months of order history: patients, doctors, orders, payments,"
+            " refunds, lots and their ledger",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data")] = 7,
 ) -> None:
-    """Bulk-load synthetic products and lots (for benchmarks), with a receipt movement per lot."""
+    """Bulk-load synthetic data for benchmarks with COPY: a catalog of products and lots, or
+    with --orders N a whole order history (see devtools/scale.py)."""
     from sqlalchemy.orm import Session
 
     from app.actor import Actor
     from app.audit import service as audit
     from app.db import make_engine
+
+    if orders and lots is not None:
+        console.print(
+            "[red]--lots applies without --orders only: the history's lots follow its orders[/red]"
+        )
+        raise typer.Exit(2)
+    urls = database_urls()
+    if orders:
+        # The owner may load with the foreign keys checked once at the end (much faster).
+        entry = _load_history(urls.owner, orders=orders, products=products, seed=seed)
+    else:
+        entry = _load_catalog(
+            urls.app, products=products, lots=100_000 if lots is None else lots, seed=seed
+        )
+    engine = make_engine(urls.app, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            action, entity_type, after = entry
+            audit.record(
+                session, Actor.system("seed-scale"), action, entity_type, "scale", after=after
+            )
+    finally:
+        engine.dispose()
+
+
+def _load_catalog(
+    app_url: str, *, products: int, lots: int, seed: int
+) -> tuple[str, str, dict[str, Any]]:
     from devtools.seeds import seed_scale as load
 
-    urls = database_urls()
     with progress() as bar:
         task = bar.add_task("loading rows", total=products + lots)
         result = load(
-            urls.app, products=products, lots=lots, progress=lambda n: bar.advance(task, n)
+            app_url,
+            products=products,
+            lots=lots,
+            seed=seed,
+            progress=lambda n: bar.advance(task, n),
         )
-    engine = make_engine(urls.app, pool_size=1)
-    with Session(engine) as session, session.begin():
-        audit.record(
-            session,
-            Actor.system("seed-scale"),
-            "catalog.bulk_loaded",
-            "catalog",
-            "scale",
-            after={"products": products, "lots": lots},
-        )
-    engine.dispose()
     rows = result.products + result.lots + result.movements
     console.print(
         f"{result.products} products, {result.lots} lots, {result.movements} movements:"
         f" {rows} rows in {result.seconds:.1f} s = {result.rows_per_second:,.0f} rows/s"
+    )
+    return "catalog.bulk_loaded", "catalog", {"products": products, "lots": lots}
+
+
+def _load_history(
+    app_url: str, *, orders: int, products: int, seed: int
+) -> tuple[str, str, dict[str, Any]]:
+    from devtools.scale import HistoryAlreadyLoaded, seed_history
+
+    with progress() as bar:
+        task = bar.add_task("loading orders", total=orders)
+        try:
+            result = seed_history(
+                app_url,
+                orders=orders,
+                products=products,
+                seed=seed,
+                progress=lambda n: bar.advance(task, n),
+            )
+        except HistoryAlreadyLoaded as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    for table, count in result.rows.items():
+        console.print(f"  {table:<16} {count:>12,}")
+    console.print(
+        f"{result.total_rows:,} rows in {result.seconds:.1f} s"
+        f" = {result.rows_per_second:,.0f} rows/s"
+        f" (orders from {result.first_order_at:%Y-%m-%d} to {result.last_order_at:%Y-%m-%d};"
+        f" foreign keys {result.foreign_keys})"
+    )
+    return (
+        "history.bulk_loaded",
+        "seed",
+        {
+            "seed": seed,
+            "first_order_at": result.first_order_at.isoformat(),
+            "last_order_at": result.last_order_at.isoformat(),
+            **result.rows,
+        },
     )
 
 
