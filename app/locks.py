@@ -3,11 +3,14 @@
 A transaction that needs several of these takes them in this order, top to bottom, and never
 goes back up; that is what keeps concurrent writers from deadlocking:
 
+0. a payment reconciliation (one at a time; its repairs then lock payments and orders);
 1. an outbox message being recorded as delivered (its follow-up step may lock what follows);
 2. the self-order advisory lock on a patient's e-mail (before the patient, order and lots);
 3. a payment (the webhook and the refund record start here);
 4. an order (one by id, or a batch of unpaid ones past their window, SKIP LOCKED);
-5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment).
+5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment);
+6. an alert topic's advisory lock (app.alerts.flows.sync_alerts), so one sweep of a topic at a
+   time opens and clears its alerts; taken after anything above, held until the commit.
 
 Taken alone, never together with the above: a product (catalog edits), a lot's status change,
 a user, a patient (edits and key rotation, in id order), a checkout link (date-of-birth
@@ -34,8 +37,17 @@ from app.models.status import OutboxStatus
 # Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
 SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
 AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
+RECONCILIATION_LOCK = 0x5052_4543  # "PREC"
+ALERT_TOPIC_LOCK = 0x5041_4C54  # "PALT"
 
 Columns = TypeVarTuple("Columns")
+
+
+# -- 0. reconciliation -----------------------------------------------------------------------
+def reconciliation(session: Session) -> None:
+    """One payment reconciliation compares and repairs at a time, until its transaction ends:
+    a second one of the same period then sees the first one's repairs, never repeats them."""
+    session.execute(select(func.pg_advisory_xact_lock(RECONCILIATION_LOCK)))
 
 
 # -- 1. outbox --------------------------------------------------------------------------------
@@ -140,6 +152,13 @@ def lots_where(session: Session, condition: ColumnElement[bool]) -> None:
 def lots_of(query: Select[*Columns]) -> Select[*Columns]:
     """`query` (joined to lots) with its lots locked in one statement, in id order."""
     return query.order_by(Lot.id).with_for_update(of=Lot)
+
+
+# -- 6. alert topic ---------------------------------------------------------------------------
+def alert_topic(session: Session, topic: str) -> None:
+    """One sweep of `topic`'s alerts at a time, until the transaction ends (the partial unique
+    index on open alerts is the backstop)."""
+    session.execute(select(func.pg_advisory_xact_lock(ALERT_TOPIC_LOCK, func.hashtext(topic))))
 
 
 # -- taken alone ------------------------------------------------------------------------------

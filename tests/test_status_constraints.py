@@ -15,11 +15,13 @@ from app.models import Base
 from app.models.status import (
     SYSTEM_CANCELLATION_REASONS,
     AdjustmentReason,
+    AlertTopic,
     CancellationReason,
     LotStatus,
     OrderStatus,
     OutboxStatus,
     PaymentStatus,
+    ReconciliationKind,
     StaffRole,
     StockMovementReason,
 )
@@ -33,6 +35,9 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("stock_movements", "ck_stock_movements_reason"): StockMovementReason,
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
+    ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
+    ("alerts", "ck_alerts_topic"): AlertTopic,
+    ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
 }
 
 

@@ -14,7 +14,7 @@ import warnings
 
 import typer
 
-from app.cli import audit, db, keys, orders
+from app.cli import audit, db, keys, orders, payments
 from app.cli.serve import serve
 from app.cli.worker import worker
 from app.config import refusal_message
@@ -31,6 +31,7 @@ cli.add_typer(db.commands, name="db")
 cli.add_typer(audit.commands, name="audit")
 cli.add_typer(keys.commands, name="keys")
 cli.add_typer(orders.commands, name="orders")
+cli.add_typer(payments.commands, name="payments")
 cli.command("worker")(worker)
 cli.command("serve")(serve)
 

@@ -1,5 +1,7 @@
 """ORM models, one table per module. Importing this package registers every table."""
 
+from app.models.alert import Alert
+from app.models.alert_subscription import AlertSubscription
 from app.models.audit_entry import AuditEntry
 from app.models.base import Base
 from app.models.checkout_link import CheckoutLink
@@ -13,11 +15,15 @@ from app.models.payment import Payment
 from app.models.payment_refund import PaymentRefund
 from app.models.product import Product
 from app.models.rate_limit_counter import RateLimitCounter
+from app.models.reconciliation_exception import ReconciliationException
+from app.models.reconciliation_run import ReconciliationRun
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
 from app.models.user import User
 
 __all__ = [
+    "Alert",
+    "AlertSubscription",
     "AuditEntry",
     "Base",
     "CheckoutLink",
@@ -31,6 +37,8 @@ __all__ = [
     "PaymentRefund",
     "Product",
     "RateLimitCounter",
+    "ReconciliationException",
+    "ReconciliationRun",
     "StockMovement",
     "StripeEvent",
     "User",
