@@ -20,8 +20,11 @@ def test_workspace_yaml_loads_the_pipelines_code_location() -> None:
 
 
 def test_every_definition_loads() -> None:
+    import pipelines.definitions as module
     from pipelines.definitions import defs
 
+    # What the webserver checks: one Definitions object at the module's top level.
+    assert [v for v in vars(module).values() if isinstance(v, dg.Definitions)] == [defs]
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     jobs = {job.name for job in repository.get_all_jobs()}
