@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     database_migration_url: str | None = None
     # Name of the restricted role the migrations grant to (created if missing).
     database_app_role: str = "portal_app"
+    # Read-only role for analysts (created if missing by the migrations): the `analytics`
+    # schema's marts and nothing else.
+    database_analyst_role: str = "portal_analyst"
     database_pool_size: int = 10
 
     api_host: str = "127.0.0.1"
