@@ -241,10 +241,16 @@ def _is_local(url: str) -> bool:
 def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
 ) -> None:
-    """Start the whole portal for development: database, identity provider, API."""
+    """Start the whole portal for development: database, identity provider, Stripe stand-in,
+    mail sink, API, worker, and Dagster (UI and daemon)."""
     from devtools.devstack import (
         Supervisor,
+        dagster_daemon_argv,
+        dagster_environment,
+        dagster_storage_url,
+        dagster_webserver_argv,
         identity_provider_argv,
+        prepare_dagster_home,
         register_stripe_webhook,
         stripe_stand_in_argv,
         venv_binary,
@@ -310,6 +316,21 @@ def up(
                 stripe_base, api + "/api/v1/payments/webhook", settings.stripe_webhook_secret
             )
         supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
+        # Dagster runs what is scheduled (order expiry, stock alerts, reconciliation, dbt, the
+        # lake export) on the same database; its own storage is a database beside the portal's.
+        dagster_home = prepare_dagster_home(settings.data_dir / "dagster")
+        dagster_env = {
+            **env,
+            **dagster_environment(dagster_home, dagster_storage_url(urls.owner)),
+            "DATA_DIR": str(settings.data_dir.resolve()),
+        }
+        supervisor.start("dagster-daemon", dagster_daemon_argv(), env=dagster_env)
+        supervisor.start(
+            "dagster-webserver", dagster_webserver_argv(settings.dagster_port), env=dagster_env
+        )
+        dagster = f"http://127.0.0.1:{settings.dagster_port}"
+        with console.status("starting Dagster (loading the pipelines)"):
+            supervisor.wait_http("dagster-webserver", dagster + "/server_info", timeout=180)
         mail_line = (
             f"{settings.data_dir / 'mail'}   (.eml files from the SMTP sink on"
             f" 127.0.0.1:{settings.smtp_port})"
@@ -329,6 +350,7 @@ def up(
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
   Stripe              {stripe_base}   (local stand-in, webhooks to the API)
+  Dagster             {dagster}   (schedules running; DAGSTER_HOME {dagster_home})
   Mail                {mail_line}
   SMS                 {sms_line}
   Logs                {settings.data_dir / "logs"}

@@ -15,6 +15,7 @@ import warnings
 import typer
 
 from app.cli import audit, db, keys, orders, payments
+from app.cli.analytics import analytics
 from app.cli.serve import serve
 from app.cli.worker import worker
 from app.config import refusal_message
@@ -34,6 +35,7 @@ cli.add_typer(orders.commands, name="orders")
 cli.add_typer(payments.commands, name="payments")
 cli.command("worker")(worker)
 cli.command("serve")(serve)
+cli.command("analytics")(analytics)
 
 
 def register_development_commands() -> None:
