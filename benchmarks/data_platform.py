@@ -65,7 +65,6 @@ from benchmarks.harness import (
     free_port,
     install_signal_handlers,
     log,
-    migrate,
     ratio,
     results_header,
     server_facts,
@@ -89,6 +88,16 @@ def _timed(action: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     value = action()
     return value, time.perf_counter() - started
+
+
+def migrate_all_heads(owner_url: str) -> None:
+    """Every head: the branches of this issue each add a migration after 0010 until they are
+    chained on merge."""
+    from alembic import command
+
+    from app.migrations import alembic_config
+
+    command.upgrade(alembic_config(owner_url), "heads")
 
 
 # -- seed ---------------------------------------------------------------------------------------
@@ -310,12 +319,12 @@ def _pay(
 
 
 def reconcile_new(db: Database, *, start: datetime, stripe_base: str) -> dict[str, Any]:
-    from app.payments.reconciliation import reconcile
     from sqlalchemy.orm import Session
 
     from app.actor import Actor
     from app.db import make_engine
     from app.integrations.stripe.client import stripe_client
+    from app.payments.reconciliation import reconcile
 
     engine = make_engine(db.app, pool_size=1)
     runs = []
@@ -350,10 +359,10 @@ def reconcile_month_portal_side(db: Database) -> dict[str, Any]:
     """The portal's half of reconciling the busiest month of the seeded history: Stripe's side
     is built from the portal's own payments (what Stripe would list when all agree), then the
     repository reads the portal side for those intents and the service compares them."""
-    from app.integrations.stripe.listing import StripeState
     from sqlalchemy.orm import Session
 
     from app.db import make_engine
+    from app.integrations.stripe.listing import StripeState
     from app.payments import reconciliation_repository as repository
     from app.payments import reconciliation_service as service
 
@@ -513,10 +522,10 @@ def stack_startup(db: Database, workdir: Path, *, timeout: float) -> dict[str, A
                             answered[name] = round(time.perf_counter() - started, 2)
                 time.sleep(0.25)
         time.sleep(5 if len(answered) == len(urls) else 0)  # settle before reading memory
-        processes = [
-            psutil.Process(process.pid),
-            *psutil.Process(process.pid).children(recursive=True),
-        ]
+        processes = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(process.pid)
+            processes = [root, *root.children(recursive=True)]
         memory = []
         for p in processes:
             with contextlib.suppress(psutil.Error):
@@ -567,7 +576,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]
     )
     admin_execute(db.server, f"DROP DATABASE {db.pgbench_name}")
     log("applying the migrations")
-    migrate(db.owner)
+    migrate_all_heads(db.owner)
     skip = set(args.skip)
     results["seed"] = seed(db, orders=args.orders, products=args.products, seed_value=args.seed)
 
