@@ -466,6 +466,7 @@ class _History:
                     doctor = owners[patient] or N
                     # Items: distinct products by popularity, 1-3 per order.
                     lines = 1 if (r := random_()) < 0.6 else 2 if r < 0.88 else 3
+                    lines = min(lines, self.product_count)  # distinct products per order
                     chosen: list[int] = []
                     while len(chosen) < lines:
                         product = bisect.bisect(cumulative, random_() * popularity_total)

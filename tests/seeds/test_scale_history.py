@@ -273,6 +273,17 @@ def test_portal_seed_scale_orders_loads_and_audits_once(fresh_db: TestDatabase) 
     assert again.returncode == 1 and "already" in again.stdout
 
 
+def test_a_tiny_history_is_sound(fresh_db: TestDatabase, app_engine: Engine) -> None:
+    # One product: orders of several lines cannot pick distinct products, so they get one.
+    result = seed_history(fresh_db.owner_url, orders=50, products=1, seed=2)
+    assert result.rows["orders"] == 50 and result.rows["products"] == 1
+    assert check_invariants(fresh_db.owner_url) == dict.fromkeys(
+        check_invariants(fresh_db.owner_url), 0
+    )
+    with pytest.raises(ValueError, match="at least 1"):
+        seed_history(fresh_db.owner_url, orders=0, products=1, seed=3)
+
+
 def test_lots_cannot_be_given_with_orders(fresh_db: TestDatabase) -> None:
     result = run_portal(fresh_db, "seed", "scale", "--orders", "10", "--lots", "5")
     assert result.returncode == 2
