@@ -77,11 +77,16 @@ def seed_scale(
         int,
         typer.Option(
             min=0,
-            help="Also load 18 months of order history: patients, doctors, orders, payments,"
-            " refunds, lots and their ledger",
+            help="Load 18 months of order history instead of the catalog alone: doctors,"
+            " patients, products, orders, payments, refunds, lots and their ledger",
         ),
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data")] = 7,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed; with --orders, the same seed (in the same hour) gives the same rows"
+        ),
+    ] = 7,
 ) -> None:
     """Bulk-load synthetic data for benchmarks with COPY: a catalog of products and lots, or
     with --orders N a whole order history (see devtools/scale.py)."""
