@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import psycopg
 
@@ -84,6 +85,8 @@ STAFF_REASONS = (
     (CancellationReason.OUT_OF_STOCK, 8),
     (CancellationReason.OTHER, 7),
 )
+STAFF_REASON_CODES = [reason for reason, _ in STAFF_REASONS]
+STAFF_REASON_WEIGHTS = [weight for _, weight in STAFF_REASONS]
 OTHER_NOTES = (
     "Patient switched to another pharmacy",
     "Therapy paused after follow-up visit",
@@ -245,6 +248,32 @@ def orders_per_day(orders: int, first: date, days: int) -> list[int]:
     return counts
 
 
+class _Payment(NamedTuple):
+    status: str
+    failure: str
+    refunded: int
+    method: str
+    disputed: bool
+    after_fulfilment: bool
+    changed: int  # last change, epoch seconds
+
+
+@dataclass(slots=True)
+class _Life:
+    """An order's outcome (times in epoch seconds, 0 when it did not happen)."""
+
+    status: str
+    expires: int
+    intent_at: int
+    paid_at: int
+    fulfilled_at: int
+    cancelled_at: int
+    code: str
+    note: str
+    payment: _Payment | None
+    refunds: list[tuple[int, int, str]]  # (amount, at, status)
+
+
 @dataclass
 class _Lot:
     id: str
@@ -401,7 +430,7 @@ class _History:
     # -- the months ---------------------------------------------------------------------------
 
     def months(self) -> Iterator[_Batch]:
-        rng, clock, ids, now, ttl = self.rng, self.clock, self.ids, self.now, self.ttl
+        rng, clock, ids, now = self.rng, self.clock, self.ids, self.now
         doctors, users = self.doctors()
         patient_ids, owners, joined, patients = self.patients(doctors)
         product_ids, prices, perishable, cumulative, products = self.catalog()
@@ -426,9 +455,7 @@ class _History:
             ids["lot_allocations"],
         )
         new_movement, new_payment = ids["stock_movements"], ids["payments"]
-        reasons = [r for r, _ in STAFF_REASONS]
-        reason_weights = [w for _, w in STAFF_REASONS]
-        random_, randrange, choices = rng.random, rng.randrange, rng.choices
+        random_, randrange = rng.random, rng.randrange
         day = 0
         while day < HISTORY_DAYS:
             month_start = self.first_day + timedelta(days=day)
@@ -484,124 +511,11 @@ class _History:
                         for _ in chosen
                     ]
                     total = sum(prices[p] * q for p, q in zip(chosen, quantities, strict=True))
-                    # The order's life.
-                    ach = random_() < ACH_SHARE
-                    method = "us_bank_account" if ach else "card"
-                    intent_at = ts + randrange(60, 6 * HOUR)
-                    pay_at = intent_at + (
-                        randrange(2 * DAY, 4 * DAY) if ach else randrange(10, 300)
-                    )
-                    expires = ts + ttl
-                    status = OrderStatus.PENDING
-                    paid_at = fulfilled_at = cancelled_at = 0
-                    code = note = ""
-                    payment: tuple[str, str, int, str, bool, bool, int] | None = None
-                    refunds: list[tuple[int, int, str]] = []
-                    outcome = random_()
-                    if outcome < 0.075:  # never paid: expires (or is still waiting)
-                        if expires + 60 <= now:
-                            status, cancelled_at = OrderStatus.CANCELLED, expires + randrange(60)
-                            code = CancellationReason.PAYMENT_EXPIRED
-                        if random_() < 0.4:
-                            failure = ACH_RETURNED if ach else CARD_DECLINED
-                            payment = (
-                                PaymentStatus.REQUIRES_PAYMENT_METHOD,
-                                failure,
-                                0,
-                                method,
-                                False,
-                                False,
-                                intent_at,
-                            )
-                    elif outcome < 0.105:  # cancelled by staff before payment
-                        cancel_at = ts + randrange(600, 2 * DAY)
-                        if cancel_at <= now:
-                            status, cancelled_at = OrderStatus.CANCELLED, cancel_at
-                            code = choices(reasons, reason_weights)[0]
-                            if code == CancellationReason.OTHER:
-                                note = phi.encrypt(
-                                    rng.choice(OTHER_NOTES),
-                                    cancellation_note_context(uuid.UUID(order_id)),
-                                )
-                    elif pay_at > now:  # payment under way
-                        if ach:
-                            payment = (
-                                PaymentStatus.PROCESSING,
-                                "",
-                                0,
-                                method,
-                                False,
-                                False,
-                                intent_at,
-                            )
-                        elif random_() < 0.5:
-                            payment = (
-                                PaymentStatus.REQUIRES_PAYMENT_METHOD,
-                                "",
-                                0,
-                                "",
-                                False,
-                                False,
-                                intent_at,
-                            )
-                    else:
-                        status, paid_at = OrderStatus.PAID, pay_at
-                        refunded, disputed, after_fulfilment = 0, False, False
-                        if outcome < 0.122:  # paid, then refunded in full and cancelled
-                            cancel_at = pay_at + randrange(HOUR, 3 * DAY)
-                            if cancel_at <= now:
-                                status, cancelled_at, refunded = (
-                                    OrderStatus.CANCELLED,
-                                    cancel_at,
-                                    total,
-                                )
-                                if outcome < 0.115:  # by staff: the portal's refund
-                                    code = (
-                                        CancellationReason.PATIENT_REQUEST
-                                        if random_() < 0.6
-                                        else CancellationReason.PRESCRIBER_CHANGE
-                                    )
-                                    refunds.append(
-                                        (
-                                            total,
-                                            cancel_at + randrange(5, 120),
-                                            RefundStatus.SUCCEEDED,
-                                        )
-                                    )
-                                else:  # at Stripe (the Dashboard): the order follows
-                                    code = CancellationReason.REFUNDED_AT_STRIPE
-                                    refunds.append(
-                                        (
-                                            total,
-                                            cancel_at - randrange(1, 30),
-                                            RefundStatus.SUCCEEDED,
-                                        )
-                                    )
-                        else:
-                            fulfil_at = pay_at + randrange(4 * HOUR, 3 * DAY)
-                            if fulfil_at <= now:
-                                status, fulfilled_at = OrderStatus.FULFILLED, fulfil_at
-                                after = random_()
-                                refund_at = fulfil_at + randrange(DAY, 20 * DAY)
-                                if after < 0.02 and refund_at <= now and total > 1:
-                                    part = max(1, total * rng.choice((10, 20, 25, 50)) // 100)
-                                    refunds.append((part, refund_at, RefundStatus.SUCCEEDED))
-                                    refunded = part
-                                elif after < 0.025 and refund_at <= now:
-                                    refunds.append((total, refund_at, RefundStatus.SUCCEEDED))
-                                    refunded, after_fulfilment = total, True
-                                elif after < 0.028:
-                                    disputed = True
-                        last = max(cancelled_at, fulfilled_at, paid_at, *(r[1] for r in refunds))
-                        payment = (
-                            PaymentStatus.SUCCEEDED,
-                            "",
-                            refunded,
-                            method,
-                            disputed,
-                            after_fulfilment,
-                            last,
-                        )
+                    life = self._life(order_id, ts, total)
+                    status, expires, intent_at = life.status, life.expires, life.intent_at
+                    paid_at, fulfilled_at = life.paid_at, life.fulfilled_at
+                    cancelled_at, code, note = life.cancelled_at, life.code, life.note
+                    payment, refunds = life.payment, life.refunds
                     updated = max(paid_at, fulfilled_at, cancelled_at)
                     orders_out.append(
                         f"{order_id}\t{patient_ids[patient]}\t{doctor}\t{status}\t{total}"
@@ -681,6 +595,139 @@ class _History:
                     ("payment_refunds", "".join(refunds_out), len(refunds_out)),
                 ],
             )
+
+    def _life(self, order_id: str, ts: int, total: int) -> _Life:
+        """What happens to an order placed at `ts`, up to now: its status and times, its payment
+        (card or ACH) and refunds. The youngest orders are still on their way."""
+        rng, now, ttl = self.rng, self.now, self.ttl
+        random_, randrange, choices = rng.random, rng.randrange, rng.choices
+        ach = random_() < ACH_SHARE
+        method = "us_bank_account" if ach else "card"
+        intent_at = ts + randrange(60, 6 * HOUR)
+        pay_at = intent_at + (randrange(2 * DAY, 4 * DAY) if ach else randrange(10, 300))
+        expires = ts + ttl
+        status = OrderStatus.PENDING
+        paid_at = fulfilled_at = cancelled_at = 0
+        code = note = ""
+        payment: _Payment | None = None
+        refunds: list[tuple[int, int, str]] = []
+        outcome = random_()
+        if outcome < 0.075:  # never paid: expires (or is still waiting)
+            if expires + 60 <= now:
+                status, cancelled_at = OrderStatus.CANCELLED, expires + randrange(60)
+                code = CancellationReason.PAYMENT_EXPIRED
+            if random_() < 0.4:
+                failure = ACH_RETURNED if ach else CARD_DECLINED
+                payment = _Payment(
+                    PaymentStatus.REQUIRES_PAYMENT_METHOD,
+                    failure,
+                    0,
+                    method,
+                    False,
+                    False,
+                    intent_at,
+                )
+        elif outcome < 0.105:  # cancelled by staff before payment
+            cancel_at = ts + randrange(600, 2 * DAY)
+            if cancel_at <= now:
+                status, cancelled_at = OrderStatus.CANCELLED, cancel_at
+                code = choices(STAFF_REASON_CODES, STAFF_REASON_WEIGHTS)[0]
+                if code == CancellationReason.OTHER:
+                    note = phi.encrypt(
+                        rng.choice(OTHER_NOTES),
+                        cancellation_note_context(uuid.UUID(order_id)),
+                    )
+        elif pay_at > now:  # payment under way
+            if ach:
+                payment = _Payment(
+                    PaymentStatus.PROCESSING,
+                    "",
+                    0,
+                    method,
+                    False,
+                    False,
+                    intent_at,
+                )
+            elif random_() < 0.5:
+                payment = _Payment(
+                    PaymentStatus.REQUIRES_PAYMENT_METHOD,
+                    "",
+                    0,
+                    "",
+                    False,
+                    False,
+                    intent_at,
+                )
+        else:
+            status, paid_at = OrderStatus.PAID, pay_at
+            refunded, disputed, after_fulfilment = 0, False, False
+            if outcome < 0.122:  # paid, then refunded in full and cancelled
+                cancel_at = pay_at + randrange(HOUR, 3 * DAY)
+                if cancel_at <= now:
+                    status, cancelled_at, refunded = (
+                        OrderStatus.CANCELLED,
+                        cancel_at,
+                        total,
+                    )
+                    if outcome < 0.115:  # by staff: the portal's refund
+                        code = (
+                            CancellationReason.PATIENT_REQUEST
+                            if random_() < 0.6
+                            else CancellationReason.PRESCRIBER_CHANGE
+                        )
+                        refunds.append(
+                            (
+                                total,
+                                cancel_at + randrange(5, 120),
+                                RefundStatus.SUCCEEDED,
+                            )
+                        )
+                    else:  # at Stripe (the Dashboard): the order follows
+                        code = CancellationReason.REFUNDED_AT_STRIPE
+                        refunds.append(
+                            (
+                                total,
+                                cancel_at - randrange(1, 30),
+                                RefundStatus.SUCCEEDED,
+                            )
+                        )
+            else:
+                fulfil_at = pay_at + randrange(4 * HOUR, 3 * DAY)
+                if fulfil_at <= now:
+                    status, fulfilled_at = OrderStatus.FULFILLED, fulfil_at
+                    after = random_()
+                    refund_at = fulfil_at + randrange(DAY, 20 * DAY)
+                    if after < 0.02 and refund_at <= now and total > 1:
+                        part = max(1, total * rng.choice((10, 20, 25, 50)) // 100)
+                        refunds.append((part, refund_at, RefundStatus.SUCCEEDED))
+                        refunded = part
+                    elif after < 0.025 and refund_at <= now:
+                        refunds.append((total, refund_at, RefundStatus.SUCCEEDED))
+                        refunded, after_fulfilment = total, True
+                    elif after < 0.028:
+                        disputed = True
+            last = max(cancelled_at, fulfilled_at, paid_at, *(r[1] for r in refunds))
+            payment = _Payment(
+                PaymentStatus.SUCCEEDED,
+                "",
+                refunded,
+                method,
+                disputed,
+                after_fulfilment,
+                last,
+            )
+        return _Life(
+            status,
+            expires,
+            intent_at,
+            paid_at,
+            fulfilled_at,
+            cancelled_at,
+            code,
+            note,
+            payment,
+            refunds,
+        )
 
     def _lots(
         self,
