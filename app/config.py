@@ -160,6 +160,17 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
 
+    # The data platform (pipelines/). The lake of Parquet files the marts are exported to
+    # (`<lake>/<mart>/month=YYYY-MM/`): a folder, or `s3://bucket/prefix` in production
+    # (credentials from the usual AWS environment). Default: DATA_DIR/lake.
+    lake_url: str | None = None
+    # Port of the Dagster UI `portal up` starts on 127.0.0.1 (DAGSTER_HOME: DATA_DIR/dagster).
+    dagster_port: int = Field(default=3000, ge=1, le=65535)
+
+    @property
+    def lake(self) -> str:
+        return self.lake_url or str((self.data_dir / "lake").resolve())
+
     @property
     def anchor_dir(self) -> Path:
         return self.audit_anchor_dir or self.data_dir / "audit-anchors"

@@ -2,10 +2,11 @@
 
 One poll (`run_once`) delivers the outbox through `HANDLERS`, seals committed audit rows into
 the hash chain, and runs the periodic jobs that are due on its `Schedule`: anchoring the
-chain's head every AUDIT_ANCHOR_EVERY_SECONDS, and every HOUSEKEEPING_EVERY_SECONDS expiring
-unpaid orders past their payment window and pruning closed rate-limit windows. `run_forever`
-polls until interrupted. Each step commits its own short transactions; nothing here prints:
-callers report the `Poll` they get back.
+chain's head every AUDIT_ANCHOR_EVERY_SECONDS, and pruning closed rate-limit windows every
+HOUSEKEEPING_EVERY_SECONDS. `run_forever` polls until interrupted. Scheduled business operations
+(expiring unpaid orders, stock alerts, reconciliation) are Dagster's (`pipelines/`); the worker
+is the low-latency path of what the outbox must send. Each step commits its own short
+transactions; nothing here prints: callers report the `Poll` they get back.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.actor import Actor
 from app.audit.anchors import AnchorConflict, anchor_head
 from app.audit.service import seal_in_own_transaction
 from app.config import Settings, get_settings
 from app.integrations.stripe.refunds import REFUND_TOPIC
 from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, deliver_sms
-from app.orders.flows import expire_unpaid_orders
 from app.outbox.service import DeliveryReport, Handler, deliver_due
 from app.payments.flows import deliver_refund
 from app.ratelimit import prune
@@ -35,8 +34,7 @@ HANDLERS: Mapping[str, Handler] = {
     SMS_TOPIC: deliver_sms,
 }
 
-# How often the worker expires unpaid orders (self-orders hold stock for only
-# SELF_ORDER_PAYMENT_TTL_MINUTES) and prunes closed rate-limit windows.
+# How often the worker prunes closed rate-limit windows.
 HOUSEKEEPING_EVERY_SECONDS = 60
 
 
@@ -48,7 +46,7 @@ def worker_sessions(engine: Engine) -> sessionmaker[Session]:
 @dataclass
 class Schedule:
     """When the periodic jobs are next due (`time.monotonic()`); a new schedule has them all
-    due, so the first poll anchors and keeps house."""
+    due, so the first poll anchors and prunes."""
 
     next_housekeeping: float = 0.0
     next_anchor: float = 0.0
@@ -56,7 +54,6 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Housekeeping:
-    expired: int  # unpaid orders cancelled, their stock released
     pruned: int  # closed rate-limit windows deleted
 
 
@@ -75,26 +72,13 @@ class Poll:
         return bool(self.outbox.delivered or self.outbox.retried or self.outbox.dead or self.sealed)
 
 
-def expire_all_unpaid_orders(sessions: sessionmaker[Session]) -> int:
-    """Every unpaid order past its payment window, cancelled in batches of one transaction."""
-    total = 0
-    while True:
-        with sessions() as session, session.begin():
-            expired = expire_unpaid_orders(session, Actor.system("order-expiry"))
-        total += expired
-        if expired == 0:
-            return total
-
-
 def prune_rate_limit_windows(sessions: sessionmaker[Session]) -> int:
     with sessions() as session, session.begin():
         return prune(session.connection())
 
 
 def keep_house(sessions: sessionmaker[Session]) -> Housekeeping:
-    return Housekeeping(
-        expired=expire_all_unpaid_orders(sessions), pruned=prune_rate_limit_windows(sessions)
-    )
+    return Housekeeping(pruned=prune_rate_limit_windows(sessions))
 
 
 def run_once(

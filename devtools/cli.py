@@ -7,7 +7,7 @@ PostgreSQL the database of every command when DATABASE_URL is unset.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -66,38 +66,117 @@ def seed_demo() -> None:
 def seed_scale(
     products: Annotated[int, typer.Option(min=1, help="Products to create")] = 10_000,
     lots: Annotated[
-        int, typer.Option(min=0, help="Lots to create (spread over the products)")
-    ] = 100_000,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Lots to create, spread over the products (default 100,000; without --orders"
+            " only: with --orders the lots follow the orders' demand)",
+        ),
+    ] = None,
+    orders: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Load 18 months of order history instead of the catalog alone: doctors,"
+            " patients, products, orders, payments, refunds, lots and their ledger",
+        ),
+    ] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed; with --orders, the same seed (in the same hour) gives the same rows"
+        ),
+    ] = 7,
 ) -> None:
-    """Bulk-load synthetic products and lots (for benchmarks), with a receipt movement per lot."""
+    """Bulk-load synthetic data for benchmarks with COPY: a catalog of products and lots, or
+    with --orders N a whole order history (see devtools/scale.py)."""
     from sqlalchemy.orm import Session
 
     from app.actor import Actor
     from app.audit import service as audit
     from app.db import make_engine
+
+    if orders and lots is not None:
+        console.print(
+            "[red]--lots applies without --orders only: the history's lots follow its orders[/red]"
+        )
+        raise typer.Exit(2)
+    urls = database_urls()
+    if orders:
+        # The owner may load with the foreign keys checked once at the end (much faster).
+        entry = _load_history(urls.owner, orders=orders, products=products, seed=seed)
+    else:
+        entry = _load_catalog(
+            urls.app, products=products, lots=100_000 if lots is None else lots, seed=seed
+        )
+    engine = make_engine(urls.app, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            action, entity_type, after = entry
+            audit.record(
+                session, Actor.system("seed-scale"), action, entity_type, "scale", after=after
+            )
+    finally:
+        engine.dispose()
+
+
+def _load_catalog(
+    app_url: str, *, products: int, lots: int, seed: int
+) -> tuple[str, str, dict[str, Any]]:
     from devtools.seeds import seed_scale as load
 
-    urls = database_urls()
     with progress() as bar:
         task = bar.add_task("loading rows", total=products + lots)
         result = load(
-            urls.app, products=products, lots=lots, progress=lambda n: bar.advance(task, n)
+            app_url,
+            products=products,
+            lots=lots,
+            seed=seed,
+            progress=lambda n: bar.advance(task, n),
         )
-    engine = make_engine(urls.app, pool_size=1)
-    with Session(engine) as session, session.begin():
-        audit.record(
-            session,
-            Actor.system("seed-scale"),
-            "catalog.bulk_loaded",
-            "catalog",
-            "scale",
-            after={"products": products, "lots": lots},
-        )
-    engine.dispose()
     rows = result.products + result.lots + result.movements
     console.print(
         f"{result.products} products, {result.lots} lots, {result.movements} movements:"
         f" {rows} rows in {result.seconds:.1f} s = {result.rows_per_second:,.0f} rows/s"
+    )
+    return "catalog.bulk_loaded", "catalog", {"products": products, "lots": lots}
+
+
+def _load_history(
+    app_url: str, *, orders: int, products: int, seed: int
+) -> tuple[str, str, dict[str, Any]]:
+    from devtools.scale import HistoryAlreadyLoaded, seed_history
+
+    with progress() as bar:
+        task = bar.add_task("loading orders", total=orders)
+        try:
+            result = seed_history(
+                app_url,
+                orders=orders,
+                products=products,
+                seed=seed,
+                progress=lambda n: bar.advance(task, n),
+            )
+        except HistoryAlreadyLoaded as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    for table, count in result.rows.items():
+        console.print(f"  {table:<16} {count:>12,}")
+    console.print(
+        f"{result.total_rows:,} rows in {result.seconds:.1f} s"
+        f" = {result.rows_per_second:,.0f} rows/s"
+        f" (orders from {result.first_order_at:%Y-%m-%d} to {result.last_order_at:%Y-%m-%d};"
+        f" foreign keys {result.foreign_keys})"
+    )
+    return (
+        "history.bulk_loaded",
+        "seed",
+        {
+            "seed": seed,
+            "first_order_at": result.first_order_at.isoformat(),
+            "last_order_at": result.last_order_at.isoformat(),
+            **result.rows,
+        },
     )
 
 
@@ -167,10 +246,16 @@ def _is_local(url: str) -> bool:
 def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
 ) -> None:
-    """Start the whole portal for development: database, identity provider, API."""
+    """Start the whole portal for development: database, identity provider, Stripe stand-in,
+    mail sink, API, worker, and Dagster (UI and daemon)."""
     from devtools.devstack import (
         Supervisor,
+        dagster_daemon_argv,
+        dagster_environment,
+        dagster_storage_url,
+        dagster_webserver_argv,
         identity_provider_argv,
+        prepare_dagster_home,
         register_stripe_webhook,
         stripe_stand_in_argv,
         venv_binary,
@@ -236,6 +321,21 @@ def up(
                 stripe_base, api + "/api/v1/payments/webhook", settings.stripe_webhook_secret
             )
         supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
+        # Dagster runs what is scheduled (order expiry, stock alerts, reconciliation, dbt, the
+        # lake export) on the same database; its own storage is a database beside the portal's.
+        dagster_home = prepare_dagster_home(settings.data_dir / "dagster")
+        dagster_env = {
+            **env,
+            **dagster_environment(dagster_home, dagster_storage_url(urls.owner)),
+            "DATA_DIR": str(settings.data_dir.resolve()),
+        }
+        supervisor.start("dagster-daemon", dagster_daemon_argv(), env=dagster_env)
+        supervisor.start(
+            "dagster-webserver", dagster_webserver_argv(settings.dagster_port), env=dagster_env
+        )
+        dagster = f"http://127.0.0.1:{settings.dagster_port}"
+        with console.status("starting Dagster (loading the pipelines)"):
+            supervisor.wait_http("dagster-webserver", dagster + "/server_info", timeout=180)
         mail_line = (
             f"{settings.data_dir / 'mail'}   (.eml files from the SMTP sink on"
             f" 127.0.0.1:{settings.smtp_port})"
@@ -255,6 +355,7 @@ def up(
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
   Stripe              {stripe_base}   (local stand-in, webhooks to the API)
+  Dagster             {dagster}   (schedules running; DAGSTER_HOME {dagster_home})
   Mail                {mail_line}
   SMS                 {sms_line}
   Logs                {settings.data_dir / "logs"}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from app.cli.common import DatabaseUrls
 from app.config import Settings
@@ -186,3 +187,61 @@ def register_stripe_webhook(stripe_base: str, webhook_url: str, secret: str) -> 
         timeout=5,
     )
     response.raise_for_status()
+
+
+# Dagster: the UI (dagster-webserver) and the daemon (schedules, sensors, the run queue), with
+# their run, event and schedule storage in a database of their own on the portal's server.
+DAGSTER_DATABASE = "dagster"
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+DAGSTER_YAML = """\
+# Written by `portal up`: Dagster's instance for development. The storage URL comes from the
+# environment (DAGSTER_STORAGE_URL), so no connection detail is kept in this file.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_STORAGE_URL
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_storage_url(owner_url: str, database: str = DAGSTER_DATABASE) -> str:
+    """Create Dagster's database on the portal's server when missing; its URL for Dagster.
+
+    dagster-postgres needs the psycopg2 driver named in the URL: with a plain `postgresql://`
+    SQLAlchemy picks psycopg 3, with which Dagster fails on every stored event."""
+    with psycopg.connect(with_database(owner_url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    url = with_database(owner_url, database)
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME with its dagster.yaml (rewritten each time, so it follows this code)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return home
+
+
+def dagster_environment(home: Path, storage_url: str) -> dict[str, str]:
+    return {"DAGSTER_HOME": str(home.resolve()), "DAGSTER_STORAGE_URL": storage_url}
+
+
+def dagster_webserver_argv(port: int) -> list[str]:
+    return [
+        venv_binary("dagster-webserver"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workspace",
+        str(WORKSPACE),
+    ]
+
+
+def dagster_daemon_argv() -> list[str]:
+    return [venv_binary("dagster-daemon"), "run", "--workspace", str(WORKSPACE)]

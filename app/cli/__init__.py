@@ -15,6 +15,7 @@ import warnings
 import typer
 
 from app.cli import alerts, audit, db, keys, orders, payments
+from app.cli.analytics import analytics
 from app.cli.serve import serve
 from app.cli.worker import worker
 from app.config import refusal_message
@@ -35,6 +36,7 @@ cli.add_typer(payments.commands, name="payments")
 cli.add_typer(alerts.commands, name="alerts")
 cli.command("worker")(worker)
 cli.command("serve")(serve)
+cli.command("analytics")(analytics)
 
 
 def register_development_commands() -> None:

@@ -17,8 +17,8 @@ def worker(
     interval: Annotated[float, typer.Option(help="Seconds between polls when idle")] = 1.0,
 ) -> None:
     """Deliver the outbox (refunds, notifications) with retries, seal the audit log into its
-    hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; every minute expire unpaid
-    orders past their payment window and prune closed rate-limit windows. Ctrl-C stops it."""
+    hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; every minute prune closed
+    rate-limit windows (Dagster expires unpaid orders). Ctrl-C stops it."""
     from app.db import make_engine
     from app.worker import run_forever, run_once, worker_sessions
 
@@ -39,11 +39,8 @@ def worker(
 def report(poll: Poll) -> None:
     """What a poll did, in the order it did it; nothing for a poll that found no work."""
     kept = poll.housekeeping
-    if kept is not None and (kept.expired or kept.pruned):
-        console.print(
-            f"{kept.expired} unpaid orders expired (stock released),"
-            f" {kept.pruned} closed rate-limit windows pruned"
-        )
+    if kept is not None and kept.pruned:
+        console.print(f"{kept.pruned} closed rate-limit windows pruned")
     if poll.anchor_failure is not None:  # loud, but deliveries go on
         console.print(f"[red]audit anchor not written: {poll.anchor_failure}[/red]")
     outbox = poll.outbox

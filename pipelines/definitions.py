@@ -1,0 +1,13 @@
+"""The code location `workspace.yaml` loads: every area's definitions and this environment's
+resources. It only assembles; the pipelines live in their folders, the resources in
+pipelines/resources.py. (Dagster refuses a second Definitions object at module scope, so the
+areas are imported as modules.)"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.orders import jobs as orders
+from pipelines.resources import build_resources
+
+defs = dg.Definitions.merge(orders.defs, dg.Definitions(resources=build_resources()))

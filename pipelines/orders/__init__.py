@@ -1,0 +1,1 @@
+"""Orders: the expiry of unpaid orders, every minute."""
