@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, String, Uuid, and_, any_, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import CollectionAggregate
 
 from app.models import (
     Order,
@@ -37,24 +38,34 @@ def intents_of_payments_created(session: Session, start: datetime, end: datetime
     )
 
 
+def _text_in(values: Collection[str]) -> CollectionAggregate[bool]:
+    """One array parameter however many values: a month at scale holds more intents than the
+    65,535 bind parameters an `IN (...)` list may have."""
+    return any_(literal(list(values), ARRAY(String)))
+
+
+def _uuid_in(values: Collection[uuid.UUID]) -> CollectionAggregate[bool]:
+    return any_(literal(list(values), ARRAY(Uuid)))
+
+
 def portal_side(
     session: Session, intent_ids: Collection[str], order_ids: Collection[uuid.UUID]
 ) -> PortalSide:
     payments = {
         p.stripe_payment_intent_id: p
         for p in session.scalars(
-            select(Payment).where(Payment.stripe_payment_intent_id.in_(list(intent_ids)))
+            select(Payment).where(Payment.stripe_payment_intent_id == _text_in(intent_ids))
         )
     }
     refunds = {
         refund_id: status
         for refund_id, status in session.execute(
             select(PaymentRefund.stripe_refund_id, PaymentRefund.status).where(
-                PaymentRefund.payment_id.in_([p.id for p in payments.values()])
+                PaymentRefund.payment_id == _uuid_in([p.id for p in payments.values()])
             )
         )
     }
-    orders = set(session.scalars(select(Order.id).where(Order.id.in_(list(order_ids)))))
+    orders = set(session.scalars(select(Order.id).where(Order.id == _uuid_in(order_ids))))
     return PortalSide(payments, refunds, orders)
 
 
@@ -100,7 +111,7 @@ def open_exceptions_of(
     return list(
         session.scalars(
             select(ReconciliationException).where(
-                ReconciliationException.payment_intent_id.in_(list(intent_ids)),
+                ReconciliationException.payment_intent_id == _text_in(intent_ids),
                 state_is(ReconciliationState.OPEN),
             )
         )
