@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipelines.analytics import models as analytics
+from pipelines.lake import assets as lake
 from pipelines.orders import jobs as orders
 from pipelines.resources import build_resources
 
-defs = dg.Definitions.merge(orders.defs, dg.Definitions(resources=build_resources()))
+defs = dg.Definitions.merge(
+    orders.defs,
+    analytics.defs,
+    lake.defs,
+    dg.Definitions(resources=build_resources()),
+)

@@ -173,6 +173,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "notifier": OutboxNotifier(),
         "lake": LakeResource(url=settings.lake),
     }
+    resources.update(dbt_resources())
     return resources
 
 

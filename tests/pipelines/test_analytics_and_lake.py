@@ -1,0 +1,113 @@
+"""The dbt models built as Dagster assets on the demo data, then exported to the lake by month
+and read back by DuckDB (`portal analytics`) with the row counts PostgreSQL has."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from pipelines.lake.assets import LAKE_MARTS, monthly_assets, whole_assets
+from tests.fixtures.database import TestDatabase
+
+PORTAL = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "portal")
+
+
+@pytest.fixture(scope="module")
+def built(pipeline_db: TestDatabase, lake_dir: Path) -> TestDatabase:
+    """The marts, built once by the dbt assets for this module's tests."""
+    from pipelines.analytics.models import portal_dbt_models
+    from tests.fixtures.pipelines import pipeline_resources
+
+    result = dg.materialize(
+        [portal_dbt_models], resources=pipeline_resources(pipeline_db, lake_dir)
+    )
+    assert result.success
+    return pipeline_db
+
+
+def _count(url: str, sql: str, *params: object) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_dbt_assets_build_every_mart_and_run_dbts_tests(built: TestDatabase) -> None:
+    from pipelines.analytics.models import portal_dbt_models
+
+    marts = {key.path[-1] for key in portal_dbt_models.keys if key.path[0] == "analytics"}
+    assert marts == set(LAKE_MARTS)  # every mart goes to the lake
+    assert _count(built.owner_url, "SELECT count(*) FROM analytics.fct_orders") == _count(
+        built.owner_url, "SELECT count(*) FROM orders"
+    )
+
+
+def test_the_lake_export_writes_parquet_by_month_that_duckdb_reads_back(
+    built: TestDatabase, lake_dir: Path, resources: dict[str, object]
+) -> None:
+    month = datetime.now(UTC).strftime("%Y-%m")
+    monthly = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
+    whole = dg.materialize(whole_assets, resources=resources)
+    assert monthly.success and whole.success
+
+    orders_this_month = _count(
+        built.owner_url,
+        "SELECT count(*) FROM analytics.fct_orders"
+        " WHERE created_date >= date_trunc('month', now() AT TIME ZONE 'UTC')",
+    )
+    assert orders_this_month > 0
+    files = list((lake_dir / "fct_orders" / f"month={month}").glob("*.parquet"))
+    assert len(files) == 1
+    exported = {
+        e.asset_key.path[-1]: e.metadata["rows"].value
+        for e in monthly.get_asset_materialization_events()
+        for e in [e.materialization]
+    }
+    assert exported["fct_orders"] == orders_this_month
+
+    products = _count(built.owner_url, "SELECT count(*) FROM analytics.dim_products")
+    answer = subprocess.run(
+        [
+            PORTAL,
+            "analytics",
+            "--csv",
+            "-q",
+            f"SELECT (SELECT count(*) FROM fct_orders WHERE month = '{month}'),"
+            " (SELECT count(*) FROM dim_products)",
+        ],
+        env={**os.environ, "LAKE_URL": str(lake_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.splitlines()[1] == f"{orders_this_month},{products}"
+
+    # Re-exporting the month replaces it: the same rows, one file, no work folders left.
+    again = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
+    assert again.success
+    assert len(list((lake_dir / "fct_orders" / f"month={month}").glob("*.parquet"))) == 1
+    assert not [p for p in (lake_dir / "fct_orders").iterdir() if p.name.startswith(".")]
+    assert json.dumps(sorted(p.name for p in lake_dir.iterdir())) == json.dumps(sorted(LAKE_MARTS))
+
+
+def test_portal_analytics_reports_bad_sql_without_a_traceback(lake_dir: Path) -> None:
+    answer = subprocess.run(
+        [PORTAL, "analytics", "-q", "SELEC nothing"],
+        env={**os.environ, "LAKE_URL": str(lake_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode == 1
+    assert answer.stderr.startswith("error: Parser Error")
+    assert "Traceback" not in answer.stderr + answer.stdout
