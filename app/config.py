@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     rate_limit_public_catalog_per_minute: int = Field(default=120, ge=0)
     rate_limit_public_catalog_per_hour: int = Field(default=3000, ge=0)
     min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
+    # Stock alerts (`portal alerts check`, the Dagster sweep): lots expiring within this many
+    # days that still hold stock are reported to the staff who subscribe to `stock` alerts.
+    stock_expiry_warning_days: int = Field(default=30, ge=0, le=3650)
 
     # Notifications. E-mail over SMTP; development delivers to the local sink (`portal up`
     # starts it when SMTP_HOST is loopback), production to SES or any SMTP relay.

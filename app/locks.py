@@ -7,7 +7,9 @@ goes back up; that is what keeps concurrent writers from deadlocking:
 2. the self-order advisory lock on a patient's e-mail (before the patient, order and lots);
 3. a payment (the webhook and the refund record start here);
 4. an order (one by id, or a batch of unpaid ones past their window, SKIP LOCKED);
-5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment).
+5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment);
+6. an alert topic's advisory lock (app.alerts.flows.sync_alerts), so one sweep of a topic at a
+   time opens and clears its alerts; taken after anything above, held until the commit.
 
 Taken alone, never together with the above: a product (catalog edits), a lot's status change,
 a user, a patient (edits and key rotation, in id order), a checkout link (date-of-birth
@@ -34,6 +36,7 @@ from app.models.status import OutboxStatus
 # Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
 SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
 AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
+ALERT_TOPIC_LOCK = 0x5041_4C54  # "PALT"
 
 Columns = TypeVarTuple("Columns")
 
@@ -140,6 +143,13 @@ def lots_where(session: Session, condition: ColumnElement[bool]) -> None:
 def lots_of(query: Select[*Columns]) -> Select[*Columns]:
     """`query` (joined to lots) with its lots locked in one statement, in id order."""
     return query.order_by(Lot.id).with_for_update(of=Lot)
+
+
+# -- 6. alert topic ---------------------------------------------------------------------------
+def alert_topic(session: Session, topic: str) -> None:
+    """One sweep of `topic`'s alerts at a time, until the transaction ends (the partial unique
+    index on open alerts is the backstop)."""
+    session.execute(select(func.pg_advisory_xact_lock(ALERT_TOPIC_LOCK, func.hashtext(topic))))
 
 
 # -- taken alone ------------------------------------------------------------------------------

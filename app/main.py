@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.alerts.routes import router as alerts_router
 from app.api_docs import install_api_docs
 from app.audit.routes import router as audit_router
 from app.cache import TtlCache
@@ -247,6 +248,7 @@ def create_app() -> FastAPI:
         outbox_router,
         users_router,
         audit_router,
+        alerts_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -15,6 +15,7 @@ from app.models import Base
 from app.models.status import (
     SYSTEM_CANCELLATION_REASONS,
     AdjustmentReason,
+    AlertTopic,
     CancellationReason,
     LotStatus,
     OrderStatus,
@@ -33,6 +34,8 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("stock_movements", "ck_stock_movements_reason"): StockMovementReason,
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
+    ("alerts", "ck_alerts_topic"): AlertTopic,
+    ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
 }
 
 
@@ -98,5 +101,6 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         AdjustmentReason,
         OutboxStatus,
         StaffRole,
+        AlertTopic,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]

@@ -1,5 +1,7 @@
 """ORM models, one table per module. Importing this package registers every table."""
 
+from app.models.alert import Alert
+from app.models.alert_subscription import AlertSubscription
 from app.models.audit_entry import AuditEntry
 from app.models.base import Base
 from app.models.checkout_link import CheckoutLink
@@ -18,6 +20,8 @@ from app.models.stripe_event import StripeEvent
 from app.models.user import User
 
 __all__ = [
+    "Alert",
+    "AlertSubscription",
     "AuditEntry",
     "Base",
     "CheckoutLink",

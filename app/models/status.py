@@ -126,3 +126,19 @@ class LinkState(StrEnum):
     REVOKED = "revoked"
     LOCKED = "locked"
     CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
+
+
+class AlertTopic(StrEnum):
+    """What an alert to staff is about; staff subscribe per topic (app/alerts)."""
+
+    STOCK = "stock"  # low stock, lots expiring, products whose only stock is expired
+    RECONCILIATION = "reconciliation"  # the portal's payments disagree with Stripe's
+    DATA_QUALITY = "data_quality"  # a data-quality check failed
+    PHARMACY = "pharmacy"  # the pharmacy link needs attention
+
+
+class AlertState(StrEnum):
+    """Whether an alert's condition still holds; derived from `cleared_at`, never stored."""
+
+    OPEN = "open"
+    CLEARED = "cleared"

@@ -5,6 +5,10 @@ no product names, no patient names, no notes. The templates enforce it rather th
 caller: each context field has a validator that accepts only its shape (an 8-hex-digit
 reference, a link to this portal, a timestamp, yes/no), so free text such as a product name
 cannot reach a message through a context value, and unknown fields are refused.
+
+Staff alerts (`staff_alerts`, from app/alerts) go to members of staff, not patients: they name
+products, SKUs, lots, counts and dates (never PHI), as lines of plain text the alert's
+producer wrote; each line is checked for its shape (one printable line, bounded length).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from app.config import get_settings
+from app.models.status import AlertTopic
 
 SIGNATURE = "This is an automated message from the ordering portal; replies are not read."
 
@@ -77,6 +82,36 @@ def _yes_no(value: str) -> str:
     return value
 
 
+MAX_ALERT_LINES = 25
+MAX_ALERT_LINE = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _alert_topic(value: str) -> str:
+    if value not in AlertTopic.__members__.values():
+        raise TemplateError(f"alert_topic must be one of {', '.join(AlertTopic)}")
+    return value
+
+
+def _count(value: str) -> str:
+    if not value.isascii() or not value.isdigit() or int(value) < 1 or len(value) > 9:
+        raise TemplateError("alert_count must be a positive whole number")
+    return str(int(value))
+
+
+def _alert_lines(value: str) -> str:
+    """Newline-separated summaries: each one printable line of at most MAX_ALERT_LINE."""
+    lines = value.split("\n")
+    if not value or len(lines) > MAX_ALERT_LINES:
+        raise TemplateError(f"alert_lines must hold 1-{MAX_ALERT_LINES} lines")
+    for line in lines:
+        if not line.strip() or len(line) > MAX_ALERT_LINE or _CONTROL.search(line):
+            raise TemplateError(
+                f"each alert line must be printable text of 1-{MAX_ALERT_LINE} characters"
+            )
+    return value
+
+
 # One rule per field name, shared by every template that uses the field.
 FIELDS: dict[str, Callable[[str], str]] = {
     "order_reference": _reference,
@@ -84,6 +119,10 @@ FIELDS: dict[str, Callable[[str], str]] = {
     "status_url": _portal_link,
     "expires_at": _timestamp,
     "refunded": _yes_no,
+    "alert_topic": _alert_topic,
+    "alert_count": _count,
+    "alert_lines": _alert_lines,
+    "alerts_url": _portal_link,
 }
 
 
@@ -160,6 +199,48 @@ def _order_cancelled(c: Mapping[str, str]) -> Rendered:
     )
 
 
+ALERT_TOPIC_NAMES = {
+    AlertTopic.STOCK: "stock",
+    AlertTopic.RECONCILIATION: "payment reconciliation",
+    AlertTopic.DATA_QUALITY: "data quality",
+    AlertTopic.PHARMACY: "pharmacy",
+}
+
+
+def _staff_alerts(c: Mapping[str, str]) -> Rendered:
+    """New alerts of one topic for a member of staff: one message per sweep that opened any."""
+    topic = ALERT_TOPIC_NAMES[AlertTopic(c["alert_topic"])]
+    count = int(c["alert_count"])
+    lines = c["alert_lines"].split("\n")
+    first = lines[0]
+    subject = (
+        f"Portal {topic} alert: {first}"
+        if count == 1
+        else f"Portal {topic} alerts: {count} new conditions"
+    )
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    heading = (
+        f"A new {topic} condition needs attention"
+        if count == 1
+        else f"{count} new {topic} conditions need attention"
+    )
+    return Rendered(
+        subject=subject[:200],
+        text=(
+            "Hello,\n\n"
+            f"{heading}:\n\n"
+            + "".join(f"- {line}\n" for line in lines)
+            + "\nYou will not be told again while a condition persists; if it clears and comes"
+            " back, you will be.\n"
+            f"Open alerts: {c['alerts_url']}\n\n"
+            "You receive this because you subscribed to these alerts"
+            " (PUT /api/v1/users/me/alert-subscriptions changes that).\n\n"
+            f"-- \n{SIGNATURE}\n"
+        ),
+        sms=f"Portal {topic} alert: {first}{more}"[:320],
+    )
+
+
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
@@ -185,11 +266,26 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+# What staff are told (app/alerts): kept apart from the patients' messages above.
+STAFF_TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        Template(
+            "staff_alerts",
+            required=frozenset({"alert_topic", "alert_count", "alert_lines", "alerts_url"}),
+            optional=frozenset(),
+            build=_staff_alerts,
+        ),
+    )
+}
+
+
 def render(name: str, context: Mapping[str, str]) -> Rendered:
     """The message `name` with `context`; `TemplateError` unless every field is as expected."""
-    template = TEMPLATES.get(name)
+    template = TEMPLATES.get(name) or STAFF_TEMPLATES.get(name)
     if template is None:
-        raise TemplateError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+        known = ", ".join(sorted({*TEMPLATES, *STAFF_TEMPLATES}))
+        raise TemplateError(f"unknown template {name!r}; known: {known}")
     missing = template.required - context.keys()
     unknown = context.keys() - template.required - template.optional
     if missing or unknown:

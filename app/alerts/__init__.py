@@ -1,0 +1,1 @@
+"""Deduplicated alerts to staff, and staff subscriptions to them."""
