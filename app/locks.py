@@ -3,6 +3,7 @@
 A transaction that needs several of these takes them in this order, top to bottom, and never
 goes back up; that is what keeps concurrent writers from deadlocking:
 
+0. a payment reconciliation (one at a time; its repairs then lock payments and orders);
 1. an outbox message being recorded as delivered (its follow-up step may lock what follows);
 2. the self-order advisory lock on a patient's e-mail (before the patient, order and lots);
 3. a payment (the webhook and the refund record start here);
@@ -36,9 +37,17 @@ from app.models.status import OutboxStatus
 # Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
 SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
 AUDIT_CHAIN_LOCK = 0x5041_5544  # "PAUD"
+RECONCILIATION_LOCK = 0x5052_4543  # "PREC"
 ALERT_TOPIC_LOCK = 0x5041_4C54  # "PALT"
 
 Columns = TypeVarTuple("Columns")
+
+
+# -- 0. reconciliation -----------------------------------------------------------------------
+def reconciliation(session: Session) -> None:
+    """One payment reconciliation compares and repairs at a time, until its transaction ends:
+    a second one of the same period then sees the first one's repairs, never repeats them."""
+    session.execute(select(func.pg_advisory_xact_lock(RECONCILIATION_LOCK)))
 
 
 # -- 1. outbox --------------------------------------------------------------------------------

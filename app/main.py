@@ -24,6 +24,7 @@ from app.openapi import install_openapi
 from app.orders.routes import router as orders_router
 from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
+from app.payments.reconciliation_routes import router as reconciliation_router
 from app.payments.routes import router as payments_router
 from app.security import Public
 from app.storefront.routes import router as storefront_router
@@ -244,6 +245,7 @@ def create_app() -> FastAPI:
         patients_router,
         orders_router,
         payments_router,
+        reconciliation_router,
         storefront_router,
         outbox_router,
         users_router,

@@ -21,6 +21,7 @@ from app.models.status import (
     OrderStatus,
     OutboxStatus,
     PaymentStatus,
+    ReconciliationKind,
     StaffRole,
     StockMovementReason,
 )
@@ -34,6 +35,7 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("stock_movements", "ck_stock_movements_reason"): StockMovementReason,
     ("outbox_messages", "ck_outbox_messages_status"): OutboxStatus,
     ("users", "ck_users_role"): StaffRole,
+    ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
     ("alerts", "ck_alerts_topic"): AlertTopic,
     ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
 }

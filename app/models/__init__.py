@@ -15,6 +15,8 @@ from app.models.payment import Payment
 from app.models.payment_refund import PaymentRefund
 from app.models.product import Product
 from app.models.rate_limit_counter import RateLimitCounter
+from app.models.reconciliation_exception import ReconciliationException
+from app.models.reconciliation_run import ReconciliationRun
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
 from app.models.user import User
@@ -35,6 +37,8 @@ __all__ = [
     "PaymentRefund",
     "Product",
     "RateLimitCounter",
+    "ReconciliationException",
+    "ReconciliationRun",
     "StockMovement",
     "StripeEvent",
     "User",

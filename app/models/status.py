@@ -128,6 +128,34 @@ class LinkState(StrEnum):
     CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
 
 
+class ReconciliationKind(StrEnum):
+    """How the portal's payments disagree with Stripe's (a `reconciliation_exceptions` row)."""
+
+    # Succeeded at Stripe, not here: a missed webhook (repaired with Stripe's state).
+    MISSED_PAYMENT = "missed_payment"
+    # A refund made at Stripe and not recorded here (repaired with Stripe's state).
+    MISSED_REFUND = "missed_refund"
+    # A dispute opened at Stripe and not recorded here (repaired with Stripe's state).
+    DISPUTED = "disputed"
+    # Succeeded here, not at Stripe (or the intent is gone there).
+    NOT_PAID_AT_STRIPE = "not_paid_at_stripe"
+    # Stripe's amount or currency is not the payment's.
+    AMOUNT_DIFFERS = "amount_differs"
+    CURRENCY_DIFFERS = "currency_differs"
+    # More refunded here than at Stripe.
+    REFUNDED_HERE_ONLY = "refunded_here_only"
+    # An intent naming an order the portal does not know (or that it holds no payment for).
+    UNKNOWN_INTENT = "unknown_intent"
+
+
+class ReconciliationState(StrEnum):
+    """Where a reconciliation exception stands; derived from its timestamps, never stored."""
+
+    OPEN = "open"
+    REPAIRED = "repaired"
+    RESOLVED = "resolved"
+
+
 class AlertTopic(StrEnum):
     """What an alert to staff is about; staff subscribe per topic (app/alerts)."""
 
