@@ -8,12 +8,16 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.analytics import models as analytics
+from pipelines.inventory import jobs as inventory
 from pipelines.lake import assets as lake
 from pipelines.orders import jobs as orders
+from pipelines.payments import jobs as payments
 from pipelines.resources import build_resources
 
 defs = dg.Definitions.merge(
     orders.defs,
+    inventory.defs,
+    payments.defs,
     analytics.defs,
     lake.defs,
     dg.Definitions(resources=build_resources()),

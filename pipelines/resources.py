@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -94,10 +93,12 @@ class StripeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 class OutboxNotifier(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Alerts reach people through the notifications outbox: the flows queue e-mail and SMS in
     their own transaction and `portal worker` delivers them (the low-latency path, with its
-    retries). This resource reports what a run queued."""
+    retries). A run reports what is waiting there, so an operator sees a stopped worker."""
 
-    def queued_since(self, session: Session, since: datetime) -> int:
+    def waiting(self, session: Session) -> int:
+        """E-mail and SMS messages not delivered yet (pending or retrying)."""
         from app.models import OutboxMessage
+        from app.models.status import OutboxStatus
         from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC
 
         return int(
@@ -106,7 +107,7 @@ class OutboxNotifier(dg.ConfigurableResource):  # type: ignore[type-arg]
                 .select_from(OutboxMessage)
                 .where(
                     OutboxMessage.topic.in_([EMAIL_TOPIC, SMS_TOPIC]),
-                    OutboxMessage.created_at >= since,
+                    OutboxMessage.status == OutboxStatus.PENDING,
                 )
             )
             or 0

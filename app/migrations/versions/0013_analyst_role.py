@@ -12,7 +12,7 @@ dropped: the downgrade takes its rights in this database away and drops `analyti
 tables are derived from the portal's and rebuilt by `dbt build`.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-01 17:10:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 from app.config import get_settings
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
