@@ -87,6 +87,17 @@ def test_marts_land_in_analytics_and_the_models_before_them_elsewhere(
     assert by_schema["analytics"] == MARTS
     assert "stg_portal__patients" in by_schema["analytics_staging"]
     assert by_schema["analytics_intermediate"] == {"int_refund_events"}
+    # PHI stays in the source: staging keeps the keys and non-identifying facts only.
+    columns = rows(
+        database.owner_url,
+        "SELECT table_name, array_agg(column_name::text ORDER BY column_name) AS names"
+        " FROM information_schema.columns WHERE table_schema = 'analytics_staging'"
+        " AND table_name IN ('stg_portal__patients', 'stg_portal__users') GROUP BY table_name",
+    )
+    assert {c["table_name"]: c["names"] for c in columns} == {
+        "stg_portal__patients": ["created_at", "doctor_id", "is_self_registered", "patient_id"],
+        "stg_portal__users": ["staff_role", "user_id"],
+    }
     assert all(
         row["table_type"] == "BASE TABLE" for row in found if row["table_schema"] == "analytics"
     )
