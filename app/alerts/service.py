@@ -202,7 +202,9 @@ def sync(
                 .execution_options(synchronize_session=False)
             )
         )
-    return Changes(opened, sorted(cleared), len(open_keys & conditions.keys()))
+    # A condition another sweep opened meanwhile (the index gave way) is open all the same.
+    raced = len(new) - len(opened)
+    return Changes(opened, sorted(cleared), len(open_keys & conditions.keys()) + raced)
 
 
 # -- who hears about a topic ---------------------------------------------------------------------
