@@ -22,6 +22,7 @@ from app.models.status import (
     OutboxStatus,
     PaymentStatus,
     ReconciliationKind,
+    ReconciliationState,
     StaffRole,
     StockMovementReason,
 )
@@ -104,5 +105,7 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         OutboxStatus,
         StaffRole,
         AlertTopic,
+        ReconciliationKind,
+        ReconciliationState,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]

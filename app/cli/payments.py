@@ -40,6 +40,7 @@ def payments_reconcile(
 
     from app.actor import Actor
     from app.db import make_engine
+    from app.errors import PortalError
     from app.payments.reconciliation import reconcile
 
     first = _day(from_) if from_ else datetime.now(UTC).date() - timedelta(days=1)
@@ -51,6 +52,9 @@ def payments_reconcile(
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             report = reconcile(session, Actor.system("cli"), start=start, end=end)
+    except PortalError as exc:  # a period refused, Stripe unreachable: nothing was written
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(2 if exc.status < 500 else 1) from None
     finally:
         engine.dispose()
     console.print(f"Reconciled {first} to {last} (UTC): {report.intents_examined} intents")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.errors import Unprocessable
+from app.errors import PortalError
 from app.integrations.stripe.listing import StripeState, cents, reference
 from app.models import Payment
 from app.models.status import PaymentStatus, ReconciliationKind, RefundStatus
@@ -35,7 +35,11 @@ REPAIR_ORDER = {
 }
 
 
-class InvalidPeriod(Unprocessable):
+class InvalidPeriod(PortalError):
+    """A period the document's types allow but reconciliation does not (400, like other rules
+    beyond the schema)."""
+
+    status = 400
     slug = "invalid-reconciliation-period"
     title = "The reconciliation period is not valid"
 
