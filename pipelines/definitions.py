@@ -20,5 +20,7 @@ defs = dg.Definitions.merge(
     payments.defs,
     analytics.defs,
     lake.defs,
-    dg.Definitions(resources=build_resources()),
+    # Runs execute in their run worker's process: one Python process per run, not one more
+    # per step (the jobs are small; a 2-core machine feels every process that loads them).
+    dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
 )

@@ -12,8 +12,7 @@ Stripe account and outbox as the API and the worker:
 - `lake`: LAKE_URL, by default DATA_DIR/lake (S3 in production);
 - `dbt`: the dbt project of dbt/ on the schema owner's URL.
 
-Schedules run by default in development and production (Dagster owns what is scheduled: an
-unpaid order must expire without anyone clicking) and are stopped under test.
+Whether schedules start on their own is pipelines/scheduling.py's.
 """
 
 from __future__ import annotations
@@ -146,20 +145,6 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def schedule_status(settings: Settings | None = None) -> dg.DefaultScheduleStatus:
-    settings = settings or get_settings()
-    if settings.environment == "test":
-        return dg.DefaultScheduleStatus.STOPPED
-    return dg.DefaultScheduleStatus.RUNNING
-
-
-def sensor_status(settings: Settings | None = None) -> dg.DefaultSensorStatus:
-    settings = settings or get_settings()
-    if settings.environment == "test":
-        return dg.DefaultSensorStatus.STOPPED
-    return dg.DefaultSensorStatus.RUNNING
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, object]:

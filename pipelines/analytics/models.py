@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from pipelines.analytics.manifest import ensure_manifest
 from pipelines.dbt_project import dbt_environment
-from pipelines.resources import PortalDatabase, environment, schedule_status, sensor_status
+from pipelines.resources import PortalDatabase, environment
+from pipelines.scheduling import schedule_status, sensor_status
 
 MANIFEST = ensure_manifest()
 TRANSLATOR = DagsterDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))

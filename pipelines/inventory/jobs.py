@@ -7,7 +7,8 @@ import dagster as dg
 
 from app.actor import Actor
 from app.inventory.flows import check_stock_alerts
-from pipelines.resources import OutboxNotifier, PortalDatabase, schedule_status
+from pipelines.resources import OutboxNotifier, PortalDatabase
+from pipelines.scheduling import schedule_status, unless_running
 
 STOCK_ALERTS_ACTOR = Actor.system("stock-alerts")
 
@@ -41,6 +42,7 @@ stock_alerts_schedule = dg.ScheduleDefinition(
     job=stock_alerts_job,
     cron_schedule="*/15 * * * *",
     default_status=schedule_status(),
+    should_execute=unless_running("stock_alerts_job"),
 )
 
 defs = dg.Definitions(jobs=[stock_alerts_job], schedules=[stock_alerts_schedule])

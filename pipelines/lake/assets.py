@@ -11,7 +11,8 @@ from datetime import timedelta
 import dagster as dg
 
 from pipelines.lake.export import export_mart
-from pipelines.resources import LakeResource, PortalDatabase, schedule_status
+from pipelines.resources import LakeResource, PortalDatabase
+from pipelines.scheduling import schedule_status
 
 # mart -> the date column that puts a row in a month (None: exported whole, to `current/`).
 LAKE_MARTS: dict[str, str | None] = {

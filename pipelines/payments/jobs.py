@@ -13,7 +13,8 @@ import dagster as dg
 
 from app.actor import Actor
 from app.payments.reconciliation import reconcile
-from pipelines.resources import PortalDatabase, StripeResource, schedule_status
+from pipelines.resources import PortalDatabase, StripeResource
+from pipelines.scheduling import schedule_status
 
 RECONCILIATION_ACTOR = Actor.system("reconciliation")
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")

@@ -41,10 +41,9 @@ def dagster_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_dagster_yaml_keeps_everything_in_postgresql_without_telemetry(tmp_path: Path) -> None:
     home = prepare_dagster_home(tmp_path / "dagster")
     config = yaml.safe_load((home / "dagster.yaml").read_text())
-    assert config == {
-        "storage": {"postgres": {"postgres_url": {"env": "DAGSTER_STORAGE_URL"}}},
-        "telemetry": {"enabled": False},
-    }
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_STORAGE_URL"}}}
+    assert config["telemetry"] == {"enabled": False}
+    assert config["concurrency"] == {"runs": {"max_concurrent_runs": 3}}
     assert DAGSTER_DATABASE == "dagster"
 
 
@@ -69,6 +68,8 @@ def test_the_storage_database_is_created_and_dagster_stores_runs_in_it(
     with dg.DagsterInstance.from_config(dagster_env["DAGSTER_HOME"]) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 3
         result = probe.execute_in_process(instance=instance)
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
