@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Read-only role for analysts (created if missing by the migrations): the `analytics`
     # schema's marts and nothing else.
     database_analyst_role: str = "portal_analyst"
+    # Data quality (pipelines/quality): the newest order may be this old before `raw_freshness`
+    # fails, and the marts this far behind the portal's tables before `marts_freshness` does.
+    quality_orders_max_age_hours: float = Field(default=72, gt=0)
+    quality_marts_max_lag_hours: float = Field(default=26, gt=0)
     database_pool_size: int = 10
 
     api_host: str = "127.0.0.1"

@@ -12,11 +12,17 @@
 }}
 -- One row per Stripe PaymentIntent with what was refunded of it.
 --
--- Incremental: payments changed (status, refunds, disputes) since the last run, less the
--- look-back, are merged again.
+-- Incremental: payments changed (status, refunds, disputes) or whose refunds changed since the
+-- last run, less the look-back, are merged again.
 with payments as (
     select * from {{ ref('stg_portal__payments') }}
-    {% if is_incremental() %}where {{ changed_since_last_run('updated_at') }}{% endif %}
+    {% if is_incremental() %}
+    where {{ changed_since_last_run('updated_at') }}
+        or payment_id in (
+            select payment_id from {{ ref('stg_portal__payment_refunds') }}
+            where {{ changed_since_last_run('updated_at') }}
+        )
+    {% endif %}
 ),
 
 refunds as (
@@ -49,7 +55,7 @@ select
     case when payments.payment_status = 'succeeded'
         then {{ utc_date('coalesce(payments.succeeded_at, payments.updated_at)') }}
     end as succeeded_date,
-    payments.updated_at as source_updated_at,
+    greatest(payments.updated_at, refunds.updated_at) as source_updated_at,
     {{ cents_to_dollars('payments.amount_cents') }} as amount,
     {{ cents_to_dollars('payments.refunded_cents') }} as refunded_amount
 from payments
