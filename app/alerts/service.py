@@ -14,6 +14,7 @@ doctors about stock only; deactivated users hear nothing. Nothing here commits.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,8 +24,17 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app import locks, phi
@@ -32,7 +42,7 @@ from app.actor import Actor
 from app.audit import service as audit
 from app.errors import Conflict, Forbidden, NotFound
 from app.models import Alert, AlertSubscription, User
-from app.models.base import table_of, utcnow
+from app.models.base import utcnow
 from app.models.status import AlertState, AlertTopic, StaffRole
 from app.notifications.service import phone_number
 from app.pagination import Keyset, KeysetPage
@@ -41,7 +51,7 @@ MAX_KEY_LENGTH = 200
 MAX_SUMMARY_LENGTH = 300
 _KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: keys appear in URLs and logs
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-INSERT_BATCH = 1000
+INSERT_BATCH = 5000
 
 # Which topics a role may subscribe to (and is told about).
 ROLE_TOPICS: dict[StaffRole, frozenset[AlertTopic]] = {
@@ -75,6 +85,10 @@ class Condition:
                 f"a condition's summary must be one printable line of 1-{MAX_SUMMARY_LENGTH}"
                 f" characters (condition {self.key})"
             )
+        try:
+            json.dumps(self.details, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"condition {self.key}: details must be JSON-safe: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -112,21 +126,40 @@ def one_line(text: str, limit: int = MAX_SUMMARY_LENGTH) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
-def json_safe(value: Any) -> Any:
-    """`details` as JSONB can hold them: dates and times in ISO 8601, ids and decimals as text."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v) for v in value]
-    if isinstance(value, Enum):
-        return json_safe(value.value)
+def _json_default(value: Any) -> Any:
+    """What JSON lacks, for an alert's details: dates and times in ISO 8601, ids and decimals
+    as text (str enums and tuples are JSON already)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
     raise TypeError(f"an alert's details cannot hold a {type(value).__name__}")
+
+
+# New alerts of one topic in one statement (one JSON document expanded by the server: no
+# per-row SQL to compile, no parameters to adapt). An open alert of the same key that appeared
+# meanwhile wins (the partial unique index), and only the rows actually written come back.
+OPEN_ALERTS = text(
+    """
+    INSERT INTO alerts (id, topic, key, summary, details, opened_at)
+    SELECT gen_random_uuid(), :topic, c.doc ->> 'key', c.doc ->> 'summary', c.doc -> 'details',
+        :now
+    FROM jsonb_array_elements(CAST(:conditions AS jsonb)) WITH ORDINALITY AS c (doc, n)
+    ORDER BY c.n
+    ON CONFLICT (topic, key) WHERE cleared_at IS NULL DO NOTHING
+    RETURNING id, key
+    """
+).bindparams(
+    bindparam("conditions", type_=String),
+    bindparam("topic", type_=String),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
 
 
 def _by_key(conditions: Iterable[Condition], key_prefix: str) -> dict[str, Condition]:
@@ -162,31 +195,23 @@ def sync(
     open_keys = set(session.scalars(select(Alert.key).where(in_scope)))
     new = [condition for key, condition in conditions.items() if key not in open_keys]
     opened: list[OpenedAlert] = []
-    table = table_of(Alert)
-    for start in range(0, len(new), INSERT_BATCH):
-        batch = new[start : start + INSERT_BATCH]
-        rows = session.execute(
-            insert(table)
-            .values(
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "topic": topic.value,
-                        "key": condition.key,
-                        "summary": condition.summary,
-                        "details": json_safe(condition.details),
-                        "opened_at": now,
-                    }
-                    for condition in batch
-                ]
+    for begin in range(0, len(new), INSERT_BATCH):
+        batch = new[begin : begin + INSERT_BATCH]
+        inserted = {
+            row.key: row.id
+            for row in session.execute(
+                OPEN_ALERTS,
+                {
+                    "topic": topic.value,
+                    "now": now,
+                    "conditions": json.dumps(
+                        [{"key": c.key, "summary": c.summary, "details": c.details} for c in batch],
+                        default=_json_default,
+                        allow_nan=False,
+                    ),
+                },
             )
-            # The backstop: an open alert of this key that appeared meanwhile wins.
-            .on_conflict_do_nothing(
-                index_elements=["topic", "key"], index_where=table.c.cleared_at.is_(None)
-            )
-            .returning(table.c.id, table.c.key)
-        ).all()
-        inserted = {row.key: row.id for row in rows}
+        }
         opened.extend(
             OpenedAlert(inserted[c.key], c.key, c.summary) for c in batch if c.key in inserted
         )
@@ -372,6 +397,24 @@ def replace_subscriptions(
         after=_audit_view(normalised),
     )
     return user, normalised
+
+
+def rotate_subscription_keys(session: Session, *, batch: int = 500) -> int:
+    """Re-encrypt the SMS numbers not sealed by the active PHI key (`portal keys rotate`), so
+    an old key can be retired; returns the subscriptions changed. Resumable; the caller
+    commits."""
+    with_numbers = select(AlertSubscription).where(AlertSubscription.sms_to_encrypted.is_not(None))
+    changed = 0
+    rows: list[AlertSubscription]
+    for rows in locks.in_id_batches(session, with_numbers, AlertSubscription.id, batch=batch):
+        for row in rows:
+            assert row.sms_to_encrypted is not None
+            resealed = phi.reseal(row.sms_to_encrypted, sms_context(row.id))
+            if resealed is not None:
+                row.sms_to_encrypted = resealed
+                changed += 1
+        session.flush()
+    return changed
 
 
 # -- the admin list ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ def keys_rotate() -> None:
     from sqlalchemy.orm import Session
 
     from app.actor import Actor
+    from app.alerts.service import rotate_subscription_keys
     from app.audit import service as audit
     from app.db import make_engine
     from app.models import Patient
@@ -32,6 +33,7 @@ def keys_rotate() -> None:
             changed = rotate_keys(session, progress=lambda n: bar.advance(task, n))
         orders_changed = rotate_order_notes(session)
         messages_changed = rotate_message_keys(session)
+        numbers_changed = rotate_subscription_keys(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -42,11 +44,13 @@ def keys_rotate() -> None:
                 "patients_reencrypted": changed,
                 "orders_reencrypted": orders_changed,
                 "messages_reencrypted": messages_changed,
+                "alert_sms_numbers_reencrypted": numbers_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
     engine.dispose()
     console.print(
         f"{changed} of {total} patients, {orders_changed} orders' notes and"
-        f" {messages_changed} queued messages re-encrypted with the active key"
+        f" {messages_changed} queued messages and {numbers_changed} staff SMS numbers"
+        " re-encrypted with the active key"
     )

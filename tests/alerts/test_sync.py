@@ -8,17 +8,24 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import phi
 from app.alerts.flows import sync_alerts
-from app.alerts.service import AlertSync, Condition
+from app.alerts.service import (
+    AlertSync,
+    Condition,
+    rotate_subscription_keys,
+    subscriptions_of,
+)
+from app.models import AlertSubscription
 from app.models.base import utcnow
 from app.models.status import AlertTopic, StaffRole
 from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC
 from tests.fixtures.alerts import alert_messages, alert_rows, staff_member, subscribe
+from tests.fixtures.patients import second_phi_key
 
 LOW = Condition("low-stock:p1", "Low stock: SKU-1 Widget, 2 sellable, par 10", {"sellable": 2})
 EXPIRING = Condition("expiring:l1", "Lot L1 of SKU-2 expires on 2026-12-24", {"lot": "L1"})
@@ -107,6 +114,12 @@ def test_a_malformed_condition_is_refused(key: str, summary: str) -> None:
         Condition(key, summary)
 
 
+@pytest.mark.parametrize("value", [object(), float("nan"), b"bytes", {("a", "b"): 1}])
+def test_details_that_json_cannot_hold_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="JSON-safe"):
+        Condition("ok", "fine", {"value": value})
+
+
 def test_two_conditions_with_one_key_are_refused_and_nothing_is_written(db: Session) -> None:
     with pytest.raises(ValueError, match="share the key"):
         sync_alerts(db, AlertTopic.STOCK, [LOW, Condition(LOW.key, "again")])
@@ -189,3 +202,20 @@ def test_clearing_never_dates_an_alert_before_it_opened(db: Session) -> None:
     sync_alerts(db, AlertTopic.STOCK, [], now=now - timedelta(hours=1))
     (row,) = alert_rows(db, AlertTopic.STOCK, LOW.key)
     assert row.cleared_at == row.opened_at
+
+
+def test_key_rotation_reseals_the_sms_numbers_and_alerts_still_reach_them(db: Session) -> None:
+    """`portal keys rotate` covers the staff's SMS numbers: after it, the old key can go."""
+    admin, actor = staff_member(db, StaffRole.ADMIN)
+    subscribe(db, actor, AlertTopic.STOCK, sms_to="+15550100155")
+    _, other = staff_member(db, StaffRole.ADMIN)
+    subscribe(db, other, AlertTopic.STOCK, email=False, sms_to="+15550100156")
+
+    with second_phi_key():
+        assert rotate_subscription_keys(db, batch=1) == 2
+        assert rotate_subscription_keys(db) == 0  # resumable: nothing left
+        db.commit()
+        sealed = db.scalars(select(AlertSubscription.sms_to_encrypted)).all()
+        assert all(value and value.startswith("enc1:k2:") for value in sealed)
+        assert subscriptions_of(db, admin.id)[AlertTopic.STOCK].sms_to == "+15550100155"
+        assert sync_alerts(db, AlertTopic.STOCK, [LOW]).notifications == 3
