@@ -8,7 +8,9 @@ number of examples per operation and a fixed seed. Each run works in the test's 
 (the `app` fixture), rolled back afterwards, so nothing it creates survives it.
 
 The Stripe webhook is left out: it authenticates by a signature over the raw body, which a
-generated request cannot carry (tests/payments/test_webhook.py covers it).
+generated request cannot carry (tests/payments/test_webhook.py covers it). The app talks to the
+local Stripe stand-in, as in development: a generated reconciliation period is read from it
+(without it, Stripe is unreachable here and the answer a 502).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from schemathesis.engine import events, from_schema
 from schemathesis.engine.statistic import Statistic
 
 from tests.fixtures.identity import Auth
+from tests.fixtures.stripe import LocalStripe, app_pointed_at
 
 WEBHOOK = "/api/v1/payments/webhook"
 MAX_EXAMPLES = 20
@@ -114,11 +117,16 @@ def run_schemathesis(app: Any, headers: dict[str, str]) -> Totals:
 
 @pytest.mark.parametrize("identity", ["admin", "doctor", "anonymous"])
 def test_the_api_answers_as_its_openapi_document_says(
-    app: Any, auth: Auth, identity: str, capsys: pytest.CaptureFixture[str]
+    app: Any,
+    auth: Auth,
+    identity: str,
+    capsys: pytest.CaptureFixture[str],
+    localstripe: LocalStripe,
 ) -> None:
     headers = {} if identity == "anonymous" else auth(identity, sub=f"{identity}-schemathesis")
 
-    totals = run_schemathesis(app, headers)
+    with app_pointed_at(localstripe):
+        totals = run_schemathesis(app, headers)
 
     with capsys.disabled():
         print(

@@ -135,7 +135,7 @@ class ReconciliationKind(StrEnum):
     MISSED_PAYMENT = "missed_payment"
     # A refund made at Stripe and not recorded here (repaired with Stripe's state).
     MISSED_REFUND = "missed_refund"
-    # A dispute opened at Stripe and not recorded here (repaired with Stripe's state).
+    # A dispute at Stripe: the portal's flag is set from Stripe's state, staff answer it.
     DISPUTED = "disputed"
     # Succeeded here, not at Stripe (or the intent is gone there).
     NOT_PAID_AT_STRIPE = "not_paid_at_stripe"

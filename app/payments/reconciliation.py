@@ -209,6 +209,10 @@ def _repair(session: Session, actor: Actor, row: ReconciliationException, findin
     """Apply the missed event through the webhook's path; 1 when the portal now agrees."""
     event = finding.repair
     assert event is not None
+    # The payment was read before its lock is taken: a webhook may have changed it since, so
+    # the webhook path must read it afresh under that lock, not from this session's memory.
+    session.flush()
+    session.expire_all()
     outcome = flows.receive_event(session, event)
     row.repair_event_id = event["id"]
     row.details = {**row.details, "repair_outcome": outcome[:200]}
