@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.analytics import models as analytics
+from pipelines.analytics import quality
 from pipelines.inventory import jobs as inventory
 from pipelines.lake import assets as lake
 from pipelines.orders import jobs as orders
@@ -19,6 +20,7 @@ defs = dg.Definitions.merge(
     inventory.defs,
     payments.defs,
     analytics.defs,
+    quality.defs,
     lake.defs,
     # Runs execute in their run worker's process: one Python process per run, not one more
     # per step (the jobs are small; a 2-core machine feels every process that loads them).

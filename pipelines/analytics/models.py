@@ -14,6 +14,7 @@ from dagster_dbt import (
 from sqlalchemy import text
 
 from pipelines.analytics.manifest import ensure_manifest
+from pipelines.analytics.quality import data_quality_checks
 from pipelines.dbt_project import dbt_environment
 from pipelines.resources import PortalDatabase, environment
 from pipelines.scheduling import schedule_status, sensor_status
@@ -34,8 +35,10 @@ def portal_dbt_models(
 
 analytics_build_job = dg.define_asset_job(
     "analytics_build",
-    selection=dg.AssetSelection.assets(portal_dbt_models),
-    description="dbt build: staging, intermediate and marts, with dbt's tests.",
+    selection=dg.AssetSelection.assets(portal_dbt_models)
+    | dg.AssetSelection.checks(data_quality_checks),
+    description="dbt build (staging, intermediate, marts, with dbt's tests), then the data"
+    " quality suites.",
 )
 
 analytics_hourly = dg.ScheduleDefinition(

@@ -111,3 +111,60 @@ def test_portal_analytics_reports_bad_sql_without_a_traceback(lake_dir: Path) ->
     assert answer.returncode == 1
     assert answer.stderr.startswith("error: Parser Error")
     assert "Traceback" not in answer.stderr + answer.stdout
+
+
+def test_a_failing_quality_check_is_reported_failed_with_its_severity_and_alerts(
+    built: TestDatabase, resources: dict[str, object]
+) -> None:
+    """A lot whose counter no longer equals its ledger: raw_inventory fails on portal/lots
+    (severity ERROR), the other suites pass on the demo data, and a `data_quality` alert opens
+    once, naming the check and the lot's id (no PHI)."""
+    from pipelines.analytics.models import portal_dbt_models
+    from pipelines.analytics.quality import data_quality_checks, data_quality_job, source_tables
+
+    job = dg.Definitions(
+        assets=[portal_dbt_models, *source_tables],
+        asset_checks=[data_quality_checks],
+        jobs=[data_quality_job],
+        resources=resources,
+    ).resolve_job_def("data_quality")
+    with psycopg.connect(built.owner_url) as conn:
+        row = conn.execute(
+            "SELECT id::text FROM lots WHERE status = 'available' ORDER BY lot_number LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        lot_id = row[0]
+        conn.execute("UPDATE lots SET quantity_on_hand = quantity_on_hand + 5 WHERE id = %s", row)
+    try:
+        result = job.execute_in_process()
+    finally:
+        with psycopg.connect(built.owner_url) as conn:
+            conn.execute(
+                "UPDATE lots SET quantity_on_hand = quantity_on_hand - 5 WHERE id = %s", (lot_id,)
+            )
+    assert result.success  # a failed check is a result, not a failed run
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in result.get_asset_check_evaluations()
+    }
+    broken = evaluations[("portal/lots", "raw_inventory")]
+    assert not broken.passed
+    assert broken.severity == dg.AssetCheckSeverity.ERROR
+    assert lot_id in str(broken.metadata["failures"].value)
+    # The other suites on portal/lots pass; raw_inventory is the only raw suite failing.
+    # (marts_phi is not asserted: its phone pattern also matches 1-2 % of UUIDs in text keys.)
+    raw_failing = {
+        name for name, e in evaluations.items() if name[0].startswith("portal/") and not e.passed
+    }
+    assert raw_failing == {("portal/lots", "raw_inventory")}, {
+        name: evaluations[name].metadata["failures"].value for name in raw_failing
+    }
+    assert all(e.passed for (_, suite), e in evaluations.items() if suite == "marts_keys")
+    with psycopg.connect(built.owner_url) as conn:
+        alerts = conn.execute(
+            "SELECT key, summary FROM alerts WHERE topic = 'data_quality' AND cleared_at IS NULL"
+        ).fetchall()
+    assert "quality:raw_inventory" in [key for key, _ in alerts]
+    assert not [
+        key for key, _ in alerts if key.startswith("quality:raw_") and "inventory" not in key
+    ]
