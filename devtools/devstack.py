@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -214,7 +215,7 @@ def register_stripe_webhook(stripe_base: str, webhook_url: str, secret: str) -> 
 
 # Dagster: the UI (dagster-webserver) and the daemon (schedules, sensors, the run queue), with
 # their run, event and schedule storage in a database of their own on the portal's server.
-DAGSTER_DATABASE = "dagster"
+DAGSTER_DATABASE_SUFFIX = "_dagster"  # the portal's database `portal` -> `portal_dagster`
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 DAGSTER_YAML = """\
 # Written by `portal up`: Dagster's instance for development. The storage URL comes from the
@@ -242,11 +243,18 @@ retention:
 """
 
 
-def dagster_storage_url(owner_url: str, database: str = DAGSTER_DATABASE) -> str:
-    """Create Dagster's database on the portal's server when missing; its URL for Dagster.
+def dagster_database(portal_url: str) -> str:
+    """Dagster's database: named after the portal's, on the same server."""
+    return urlsplit(portal_url).path.lstrip("/") + DAGSTER_DATABASE_SUFFIX
+
+
+def dagster_storage_url(owner_url: str, database: str | None = None) -> str:
+    """Create Dagster's database (default: `dagster_database(owner_url)`) on the portal's
+    server when missing; its URL for Dagster.
 
     dagster-postgres needs the psycopg2 driver named in the URL: with a plain `postgresql://`
     SQLAlchemy picks psycopg 3, with which Dagster fails on every stored event."""
+    database = database or dagster_database(owner_url)
     with psycopg.connect(with_database(owner_url, "postgres"), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (database,)

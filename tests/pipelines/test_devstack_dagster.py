@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from devtools.devstack import (
-    DAGSTER_DATABASE,
     Supervisor,
+    dagster_database,
     dagster_environment,
     dagster_storage_url,
     dagster_webserver_argv,
@@ -44,7 +44,7 @@ def test_dagster_yaml_keeps_everything_in_postgresql_without_telemetry(tmp_path:
     assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_STORAGE_URL"}}}
     assert config["telemetry"] == {"enabled": False}
     assert config["concurrency"] == {"runs": {"max_concurrent_runs": 3}}
-    assert DAGSTER_DATABASE == "dagster"
+    assert dagster_database("postgresql://postgres@/portal?host=/sock") == "portal_dagster"
 
 
 def test_the_storage_database_is_created_and_dagster_stores_runs_in_it(
