@@ -6,8 +6,8 @@ variables; `dbt_environment(url)` derives them from a libpq or SQLAlchemy URL, U
 portal's tables in `public` and create schemas (the schema owner, DATABASE_MIGRATION_URL), not
 the restricted application role.
 
-By hand: `python -m pipelines.dbt_project build` runs `dbt build` against
-DATABASE_MIGRATION_URL (else DATABASE_URL).
+By hand: `python -m pipelines.dbt_project build` runs `dbt build` against the schema owner's
+database (DATABASE_MIGRATION_URL, else DATABASE_URL, else the development embedded server).
 """
 
 from __future__ import annotations
@@ -92,11 +92,19 @@ def run_dbt(args: list[str], database_url: str) -> subprocess.CompletedProcess[s
 
 
 def main(argv: list[str]) -> int:
-    settings = get_settings()
-    url = settings.database_migration_url or settings.database_url
-    if not url:
-        print("DATABASE_MIGRATION_URL (or DATABASE_URL) is not set", file=sys.stderr)
-        return 2
+    """`python -m pipelines.dbt_project [dbt arguments]` (default `build`): dbt against the
+    schema owner's database, found as the `portal` command finds it (DATABASE_MIGRATION_URL,
+    else DATABASE_URL, else in a development checkout the embedded server)."""
+    import click
+
+    from app.cli import register_development_commands
+    from app.cli.common import database_urls
+
+    register_development_commands()
+    try:
+        url = database_urls().owner
+    except click.exceptions.Exit as stop:
+        return int(stop.exit_code)
     result = run_dbt(argv or ["build"], url)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)

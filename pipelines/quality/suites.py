@@ -25,7 +25,7 @@ PHI_COLUMN_ALLOWED = ("product_name",)
 # Values shaped like an e-mail address or a North American / international phone number.
 EMAIL_VALUE_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE_VALUE_PATTERN = (
-    r"(^|[^0-9A-Za-z])(\+?[0-9]{1,3}[ .-]?)?\(?[0-9]{3}\)?[ .-]?[0-9]{3}[ .-]?[0-9]{4}($|[^0-9])"
+    r"(^|[^0-9A-Za-z_])(\+?[0-9]{1,3}[ .-]?)?\(?[0-9]{3}\)?[ .-]?[0-9]{3}[ .-]?[0-9]{4}($|[^0-9])"
 )
 
 
@@ -33,6 +33,9 @@ def _literal(pattern: str) -> str:
     """A regular expression inside a query template: its braces doubled (the template's own
     `{batch}` is filled in by `str.format`)."""
     return pattern.replace("{", "{{").replace("}", "}}")
+
+
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 @dataclass(frozen=True)
@@ -150,16 +153,20 @@ PHI_COLUMNS_QUERY = (
 )
 PHI_VALUES_QUERY = (
     (
-        # CASE: only text columns are looked into, whatever order the planner picks.
+        # CASE: only text columns are looked into, whatever order the planner picks. Each
+        # column's distinct values are matched once (codes repeat a million times); a value that
+        # matches is matched again without its UUIDs, as a key that embeds one
+        # (`2026-01-05:<product id>`) can hold ten digits in a row.
         "SELECT table_name, column_name FROM {batch} WHERE table_schema = 'analytics'"
         " AND CASE WHEN data_type IN ('text', 'character varying', 'character')"
         " THEN (xpath('/row/n/text()', query_to_xml(format("
-        "'SELECT count(*) AS n FROM %I.%I WHERE %I::text ~ %L OR %I::text ~ %L',"
-        " table_schema, table_name, column_name, '<email pattern>', column_name,"
-        " '<phone pattern>'), false, true, '')))[1]::text::bigint > 0 ELSE false END"
+        "'SELECT count(*) AS n FROM (SELECT DISTINCT %I::text AS v FROM %I.%I) AS d"
+        " WHERE CASE WHEN v ~ %L THEN regexp_replace(v, %L, '''', ''g'') ~ %L ELSE false END',"
+        " column_name, table_schema, table_name, '<phi pattern>', '<uuid>', '<phi pattern>'),"
+        " false, true, '')))[1]::text::bigint > 0 ELSE false END"
     )
-    .replace("<email pattern>", _literal(EMAIL_VALUE_PATTERN))
-    .replace("<phone pattern>", _literal(PHONE_VALUE_PATTERN))
+    .replace("<phi pattern>", _literal(f"({EMAIL_VALUE_PATTERN})|({PHONE_VALUE_PATTERN})"))
+    .replace("<uuid>", _literal(UUID_PATTERN))
 )
 
 MARTS_PHI = Suite(

@@ -273,6 +273,14 @@ def test_no_mart_holds_a_phi_column_or_value(built: tuple[TestDatabase, History]
 def test_the_analyst_role_reads_marts_and_nothing_else(built: tuple[TestDatabase, History]) -> None:
     database, _ = built
     analyst = with_user(database.owner_url, get_settings().database_analyst_role)
+    # A table the owner creates there later (dbt replaces a mart on every full build) is
+    # readable without a grant of its own: the schema's default privileges.
+    with psycopg.connect(database.owner_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE analytics.fct_later AS SELECT 1 AS x")
+    with psycopg.connect(analyst, autocommit=True) as conn:
+        assert conn.execute("SELECT x FROM analytics.fct_later").fetchall() == [(1,)]
+    with psycopg.connect(database.owner_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE analytics.fct_later")
     with psycopg.connect(analyst, autocommit=True) as conn:
         for mart in sorted(MARTS):
             conn.execute(f"SELECT count(*) FROM analytics.{mart}")

@@ -48,7 +48,17 @@ def upgrade() -> None:
         END $$
         """
     )
-    op.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    # Read-only sessions by default (its grants already allow nothing else). A role created
+    # beforehand by someone else may not be ours to alter: then the grants alone stand.
+    op.execute(
+        f"""
+        DO $$ BEGIN
+          ALTER ROLE "{role}" SET default_transaction_read_only = on;
+        EXCEPTION WHEN insufficient_privilege THEN
+          RAISE NOTICE 'role % left as it is (not ours to alter)', '{role}';
+        END $$
+        """
+    )
     op.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     # Nothing of `public` (PostgreSQL 15+ grants PUBLIC only USAGE there; older servers also
     # CREATE, which nobody needs).

@@ -49,8 +49,9 @@ payments as (
         coalesce(sum(amount_cents) filter (where payment_status = 'succeeded'), 0) as paid_cents,
         coalesce(sum(refunded_cents) filter (where payment_status = 'succeeded'), 0)
             as refunded_cents,
-        (array_agg(payment_method order by succeeded_at desc nulls last, created_at desc)
-            filter (where payment_status = 'succeeded'))[1] as payment_method,
+        -- An order normally has one succeeded payment; with more (a double payment), one
+        -- method is shown, without an ordered aggregate that would sort every payment.
+        max(payment_method) filter (where payment_status = 'succeeded') as payment_method,
         bool_or(is_disputed) as is_disputed,
         max(updated_at) as updated_at
     from {{ ref('stg_portal__payments') }}
