@@ -25,10 +25,13 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     DateTime,
     String,
     and_,
+    any_,
     bindparam,
+    cast,
     delete,
     func,
     select,
@@ -221,7 +224,8 @@ def sync(
         cleared = list(
             session.scalars(
                 update(Alert)
-                .where(in_scope, Alert.key.in_(gone))
+                # One array parameter, however many keys (an IN list would be one each).
+                .where(in_scope, Alert.key == any_(cast(gone, ARRAY(String))))
                 .values(cleared_at=func.greatest(Alert.opened_at, now))
                 .returning(Alert.key)
                 .execution_options(synchronize_session=False)

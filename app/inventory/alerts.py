@@ -1,10 +1,12 @@
-"""The stock conditions staff are alerted about (topic `stock`), found in three set-based queries.
+"""The stock conditions staff are alerted about (topic `stock`), found in two set-based queries.
 
 - `low-stock:<product id>`: an active product with a par level whose sellable units (the
   core's rule, `repository.lot_is_sellable`: available lots not past their expiry, on hand
   minus reserved) are at or under par; with the days of cover at the last 30 days' sales
-  velocity and the quantity to reorder (`service.suggested_order_quantity`, as the low-stock
-  report).
+  velocity and the quantity to reorder (`service.suggested_order_quantity`). The same rule as
+  GET /inventory/low-stock, so the alert and the report agree: units inside
+  MIN_REMAINING_SHELF_LIFE_DAYS still count (orders no longer take them; they show up as
+  expiring lots).
 - `expiring:<lot id>`: a lot (available or quarantined) of an active product that still holds
   stock and expires within STOCK_EXPIRY_WARNING_DAYS (today included; an expired lot is no
   longer "expiring").

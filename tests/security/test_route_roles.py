@@ -119,6 +119,9 @@ EXPECTED_ROLES = {
     ("POST", "/api/v1/products/{product_id}/lots"): ADMIN,
     ("POST", "/api/v1/lots/{lot_id}/status"): ADMIN,
     ("POST", "/api/v1/lots/{lot_id}/adjustments"): ADMIN,
+    ("GET", "/api/v1/alerts"): ADMIN,
+    ("GET", "/api/v1/users/me/alert-subscriptions"): STAFF,
+    ("PUT", "/api/v1/users/me/alert-subscriptions"): STAFF,
 }
 
 
