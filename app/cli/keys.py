@@ -24,6 +24,7 @@ def keys_rotate() -> None:
     from app.notifications.service import rotate_message_keys
     from app.orders.service import rotate_order_notes
     from app.patients.service import rotate_keys
+    from app.payments.reconciliation import rotate_resolution_notes
 
     engine = make_engine(database_urls().app, pool_size=1)
     with Session(engine) as session, session.begin():
@@ -34,6 +35,7 @@ def keys_rotate() -> None:
         orders_changed = rotate_order_notes(session)
         messages_changed = rotate_message_keys(session)
         numbers_changed = rotate_subscription_keys(session)
+        notes_changed = rotate_resolution_notes(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -45,12 +47,13 @@ def keys_rotate() -> None:
                 "orders_reencrypted": orders_changed,
                 "messages_reencrypted": messages_changed,
                 "alert_sms_numbers_reencrypted": numbers_changed,
+                "reconciliation_notes_reencrypted": notes_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
     engine.dispose()
     console.print(
         f"{changed} of {total} patients, {orders_changed} orders' notes and"
-        f" {messages_changed} queued messages and {numbers_changed} staff SMS numbers"
-        " re-encrypted with the active key"
+        f" {messages_changed} queued messages, {numbers_changed} staff SMS numbers and"
+        f" {notes_changed} reconciliation notes re-encrypted with the active key"
     )

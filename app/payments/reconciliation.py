@@ -27,7 +27,7 @@ from app.actor import Actor
 from app.alerts.flows import sync_alerts
 from app.alerts.service import Condition, one_line
 from app.audit import service as audit
-from app.errors import InvalidStateTransition, NotFound, PortalError
+from app.errors import InvalidStateTransition, NotFound
 from app.integrations.stripe import listing
 from app.integrations.stripe.client import stripe_client
 from app.models import Payment, PaymentRefund, ReconciliationException, ReconciliationRun
@@ -37,14 +37,9 @@ from app.payments import flows
 from app.payments import reconciliation_repository as repository
 from app.payments import reconciliation_service as service
 from app.payments.reconciliation_service import Finding
+from app.payments.service import PaymentProviderUnavailable
 
 RESOLVED_AUTOMATICALLY = "no longer seen at Stripe"
-
-
-class StripeUnreadable(PortalError):
-    status = 502
-    slug = "payment-provider-unavailable"
-    title = "The payment provider could not be reached"
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ def reconcile(
     try:
         state = listing.read_period(client, start, end, also=also)
     except listing.StripeListingFailed as exc:
-        raise StripeUnreadable(str(exc)) from exc
+        raise PaymentProviderUnavailable(str(exc)) from exc
 
     locks.reconciliation(session)
     now = utcnow()
@@ -291,3 +286,22 @@ def resolution_note(row: ReconciliationException) -> str | None:
     if row.resolution_note_encrypted is None:
         return None
     return phi.decrypt(row.resolution_note_encrypted, note_context(row.id))
+
+
+def rotate_resolution_notes(session: Session, *, batch: int = 500) -> int:
+    """Re-encrypt the resolution notes not sealed by the active PHI key (`portal keys rotate`),
+    so an old key can be retired; returns the notes changed. Resumable; the caller commits."""
+    with_notes = select(ReconciliationException).where(
+        ReconciliationException.resolution_note_encrypted.is_not(None)
+    )
+    changed = 0
+    rows: list[ReconciliationException]
+    for rows in locks.in_id_batches(session, with_notes, ReconciliationException.id, batch=batch):
+        for row in rows:
+            assert row.resolution_note_encrypted is not None
+            resealed = phi.reseal(row.resolution_note_encrypted, note_context(row.id))
+            if resealed is not None:
+                row.resolution_note_encrypted = resealed
+                changed += 1
+        session.flush()
+    return changed

@@ -23,6 +23,7 @@ from app.payments.reconciliation_schemas import (
     ResolveRequest,
 )
 from app.payments.reconciliation_service import InvalidPeriod
+from app.payments.service import PaymentProviderUnavailable
 from app.security import AdminActor
 
 router = APIRouter(prefix="/payments/reconciliation", tags=["payments"])
@@ -72,7 +73,7 @@ def list_runs(
     "/runs",
     response_model=ReconciliationRunOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(InvalidPeriod, reconciliation.StripeUnreadable),
+    responses=problem_responses(InvalidPeriod, PaymentProviderUnavailable),
 )
 def run_reconciliation(
     data: ReconciliationRunRequest, actor: AdminActor, session: DbSession

@@ -122,6 +122,10 @@ EXPECTED_ROLES = {
     ("GET", "/api/v1/alerts"): ADMIN,
     ("GET", "/api/v1/users/me/alert-subscriptions"): STAFF,
     ("PUT", "/api/v1/users/me/alert-subscriptions"): STAFF,
+    ("GET", "/api/v1/payments/reconciliation/exceptions"): ADMIN,
+    ("POST", "/api/v1/payments/reconciliation/exceptions/{exception_id}/resolve"): ADMIN,
+    ("GET", "/api/v1/payments/reconciliation/runs"): ADMIN,
+    ("POST", "/api/v1/payments/reconciliation/runs"): ADMIN,
 }
 
 

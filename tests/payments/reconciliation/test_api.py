@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditEntry, ReconciliationException, ReconciliationRun
+from app.models import Alert, AuditEntry, ReconciliationException, ReconciliationRun
+from app.payments.reconciliation import resolution_note, rotate_resolution_notes
 from tests.fixtures.identity import Auth
-from tests.fixtures.patients import Headers
+from tests.fixtures.patients import Headers, second_phi_key
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.reconciliation import Period, next_whole_second
-from tests.fixtures.stripe import CARD, LocalStripe
+from tests.fixtures.stripe import CARD, LocalStripe, clear_caches, free_port
 
 BASE = "/api/v1/payments/reconciliation"
 RUNS = f"{BASE}/runs"
@@ -191,6 +192,8 @@ def test_an_exception_is_resolved_once_with_an_encrypted_note(
     ).all()
     assert (audited.actor_subject, audited.entity_id) == ("admin-main", item["id"])
     assert note not in str(audited.after)
+    (alert,) = db.scalars(select(Alert).where(Alert.key == f"reconciliation:{item['id']}")).all()
+    assert alert.cleared_at is not None  # raised by the run, cleared by the resolution
 
     assert_problem(
         client.post(path, json={"note": note}, headers=admin),
@@ -204,3 +207,41 @@ def test_an_exception_is_resolved_once_with_an_encrypted_note(
     again = run_period(client, admin, period)
     assert (again["exceptions_new"], again["counts"]) == (0, {"unknown_intent": 1})
     assert client.get(EXCEPTIONS, params={"state": "open"}, headers=admin).json()["items"] == []
+
+
+def test_key_rotation_reseals_the_resolution_notes(
+    client: TestClient, db: Session, admin: Headers, localstripe: LocalStripe
+) -> None:
+    """`portal keys rotate` covers the notes: after it, the old key can go."""
+    period = Period(next_whole_second())
+    unknown_paid_intents(localstripe, 2)
+    run_period(client, admin, period)
+    for item in client.get(EXCEPTIONS, params={"state": "open"}, headers=admin).json()["items"]:
+        path = f"{EXCEPTIONS}/{item['id']}/resolve"
+        assert client.post(path, json={"note": "checked"}, headers=admin).status_code == 200
+
+    with second_phi_key():
+        assert rotate_resolution_notes(db, batch=1) == 2
+        assert rotate_resolution_notes(db) == 0  # resumable: nothing left
+        db.expire_all()
+        rows = db.scalars(select(ReconciliationException)).all()
+        assert all(str(r.resolution_note_encrypted).startswith("enc1:k2:") for r in rows)
+        assert [resolution_note(r) for r in rows] == ["checked", "checked"]
+
+
+def test_stripe_unreachable_is_a_502_and_writes_nothing(
+    client: TestClient, db: Session, admin: Headers
+) -> None:
+    before = runs(db)
+    now = datetime.now(UTC)
+    period = {"start": iso(now - timedelta(days=1)), "end": iso(now)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{free_port()}")
+        clear_caches()
+        try:
+            response = client.post(RUNS, json=period, headers=admin)
+        finally:
+            patch.undo()
+            clear_caches()
+    assert_problem(response, 502, "/problems/payment-provider-unavailable")
+    assert runs(db) == before
