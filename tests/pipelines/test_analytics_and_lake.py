@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg
 import pytest
 
@@ -111,6 +112,20 @@ def test_portal_analytics_reports_bad_sql_without_a_traceback(lake_dir: Path) ->
     assert answer.returncode == 1
     assert answer.stderr.startswith("error: Parser Error")
     assert "Traceback" not in answer.stderr + answer.stdout
+
+
+def test_portal_analytics_reads_the_lake_and_no_other_file(lake_dir: Path) -> None:
+    from app.analytics.lake import Lake, connect
+
+    connection, _ = connect(Lake.at(str(lake_dir)))
+    for statement in (
+        "SELECT * FROM read_csv('/etc/hostname')",
+        "COPY (SELECT 1) TO 'copied.csv'",
+        "SET enable_external_access = true",
+        "INSTALL httpfs",
+    ):
+        with pytest.raises(duckdb.Error):
+            connection.execute(statement)
 
 
 def test_a_failing_quality_check_is_reported_failed_with_its_severity_and_alerts(
