@@ -75,6 +75,11 @@ def test_audit_verify_reports_intact_and_broken_chain(fresh_db: TestDatabase) ->
     assert "row 3" in broken.stdout
 
 
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on PythonError { message }
+    ... on RepositoryLocation { repositories { jobs { name } } } } } } } }"""
+
+
 def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
@@ -164,6 +169,13 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             except httpx.HTTPError:
                 time.sleep(1)
         assert httpx.get(dagster + "/server_info", timeout=5).status_code == 200
+        # It serves the portal's code location, loaded without error (workspace.yaml).
+        answer = httpx.post(dagster + "/graphql", json={"query": LOCATIONS}, timeout=60).json()
+        (entry,) = answer["data"]["workspaceOrError"]["locationEntries"]
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        jobs = {job["name"] for repo in location["repositories"] for job in repo["jobs"]}
+        assert {"expire_unpaid_orders_job", "stock_alerts_job", "analytics_build"} <= jobs
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
