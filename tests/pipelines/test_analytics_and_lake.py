@@ -33,6 +33,19 @@ def built(pipeline_db: TestDatabase, lake_dir: Path) -> TestDatabase:
     return pipeline_db
 
 
+@pytest.fixture(scope="module")
+def exported(built: TestDatabase, lake_dir: Path) -> dg.ExecuteInProcessResult:
+    """This month of the dated marts and the whole of the others, exported once."""
+    from tests.fixtures.pipelines import pipeline_resources
+
+    resources = pipeline_resources(built, lake_dir)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    monthly = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
+    whole = dg.materialize(whole_assets, resources=resources)
+    assert monthly.success and whole.success
+    return monthly
+
+
 def _count(url: str, sql: str, *params: object) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
@@ -51,12 +64,13 @@ def test_the_dbt_assets_build_every_mart_and_run_dbts_tests(built: TestDatabase)
 
 
 def test_the_lake_export_writes_parquet_by_month_that_duckdb_reads_back(
-    built: TestDatabase, lake_dir: Path, resources: dict[str, object]
+    built: TestDatabase,
+    exported: dg.ExecuteInProcessResult,
+    lake_dir: Path,
+    resources: dict[str, object],
 ) -> None:
     month = datetime.now(UTC).strftime("%Y-%m")
-    monthly = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
-    whole = dg.materialize(whole_assets, resources=resources)
-    assert monthly.success and whole.success
+    monthly = exported
 
     orders_this_month = _count(
         built.owner_url,
@@ -100,7 +114,9 @@ def test_the_lake_export_writes_parquet_by_month_that_duckdb_reads_back(
     assert json.dumps(sorted(p.name for p in lake_dir.iterdir())) == json.dumps(sorted(LAKE_MARTS))
 
 
-def test_portal_analytics_reports_bad_sql_without_a_traceback(lake_dir: Path) -> None:
+def test_portal_analytics_reports_bad_sql_without_a_traceback(
+    exported: dg.ExecuteInProcessResult, lake_dir: Path
+) -> None:
     answer = subprocess.run(
         [PORTAL, "analytics", "-q", "SELEC nothing"],
         env={**os.environ, "LAKE_URL": str(lake_dir)},
@@ -114,7 +130,30 @@ def test_portal_analytics_reports_bad_sql_without_a_traceback(lake_dir: Path) ->
     assert "Traceback" not in answer.stderr + answer.stdout
 
 
-def test_portal_analytics_reads_the_lake_and_no_other_file(lake_dir: Path) -> None:
+def test_portal_analytics_interactive_session_lists_the_marts_and_answers_statements(
+    exported: dg.ExecuteInProcessResult, lake_dir: Path
+) -> None:
+    """Statements end with `;` and may span lines; a bad one is reported and the session goes
+    on; `.quit` leaves."""
+    session = subprocess.run(
+        [PORTAL, "analytics"],
+        input=".tables\nSELECT count(*) AS products\n  FROM dim_products;\nSELEC 1;\n"
+        "SELECT 41 + 1 AS answer;\n.quit\n",
+        env={**os.environ, "LAKE_URL": str(lake_dir), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert session.returncode == 0, session.stderr
+    assert "fct_orders" in session.stdout and "dim_products" in session.stdout
+    assert "products" in session.stdout and "42" in session.stdout
+    assert "error: Parser Error" in session.stderr and "Traceback" not in session.stderr
+
+
+def test_portal_analytics_reads_the_lake_and_no_other_file(
+    exported: dg.ExecuteInProcessResult, lake_dir: Path
+) -> None:
     from app.analytics.lake import Lake, connect
 
     connection, _ = connect(Lake.at(str(lake_dir)))
