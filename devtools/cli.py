@@ -323,6 +323,10 @@ def up(
         supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
         # Dagster runs what is scheduled (order expiry, stock alerts, reconciliation, dbt, the
         # lake export) on the same database; its own storage is a database beside the portal's.
+        with console.status("parsing the dbt project (dbt parse, offline)"):
+            from pipelines.analytics.manifest import ensure_manifest
+
+            ensure_manifest()  # once here, not raced by the UI and the daemon loading at once
         dagster_home = prepare_dagster_home(settings.data_dir / "dagster")
         dagster_env = {
             **env,

@@ -5,6 +5,7 @@ Production never runs this module; it configures real services through the envir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -139,15 +141,37 @@ class Supervisor:
         except KeyboardInterrupt:
             return "interrupted"
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to each child's process group (the child and what it started: Dagster's
+        code servers and run workers among them), then SIGKILL to every group still alive
+        after `grace` seconds: members of a group can outlive its leader."""
         for _, process in reversed(self.children):
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for _, process in reversed(self.children):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(
+            _group_alive(process.pid) for _, process in self.children
+        ):
+            time.sleep(0.2)
+        for _, process in reversed(self.children):
+            _signal_group(process.pid, signal.SIGKILL)
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for _, process in reversed(self.children):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has exited
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def identity_provider_argv(port: int) -> list[str]:
@@ -191,7 +215,7 @@ def register_stripe_webhook(stripe_base: str, webhook_url: str, secret: str) -> 
 
 # Dagster: the UI (dagster-webserver) and the daemon (schedules, sensors, the run queue), with
 # their run, event and schedule storage in a database of their own on the portal's server.
-DAGSTER_DATABASE = "dagster"
+DAGSTER_DATABASE_SUFFIX = "_dagster"  # the portal's database `portal` -> `portal_dagster`
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 DAGSTER_YAML = """\
 # Written by `portal up`: Dagster's instance for development. The storage URL comes from the
@@ -202,14 +226,35 @@ storage:
       env: DAGSTER_STORAGE_URL
 telemetry:
   enabled: false
+# Three runs at a time (a development machine has few cores); schedules skip a tick while their
+# job's previous run is unfinished (pipelines/scheduling.py).
+concurrency:
+  runs:
+    max_concurrent_runs: 3
+# The every-minute schedule makes 1,440 ticks a day: keep a week of them.
+retention:
+  schedule:
+    purge_after_days: 7
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 7
+      success: 7
 """
 
 
-def dagster_storage_url(owner_url: str, database: str = DAGSTER_DATABASE) -> str:
-    """Create Dagster's database on the portal's server when missing; its URL for Dagster.
+def dagster_database(portal_url: str) -> str:
+    """Dagster's database: named after the portal's, on the same server."""
+    return urlsplit(portal_url).path.lstrip("/") + DAGSTER_DATABASE_SUFFIX
+
+
+def dagster_storage_url(owner_url: str, database: str | None = None) -> str:
+    """Create Dagster's database (default: `dagster_database(owner_url)`) on the portal's
+    server when missing; its URL for Dagster.
 
     dagster-postgres needs the psycopg2 driver named in the URL: with a plain `postgresql://`
     SQLAlchemy picks psycopg 3, with which Dagster fails on every stored event."""
+    database = database or dagster_database(owner_url)
     with psycopg.connect(with_database(owner_url, "postgres"), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (database,)

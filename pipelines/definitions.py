@@ -7,7 +7,22 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipelines.analytics import models as analytics
+from pipelines.analytics import quality
+from pipelines.inventory import jobs as inventory
+from pipelines.lake import assets as lake
 from pipelines.orders import jobs as orders
+from pipelines.payments import jobs as payments
 from pipelines.resources import build_resources
 
-defs = dg.Definitions.merge(orders.defs, dg.Definitions(resources=build_resources()))
+defs = dg.Definitions.merge(
+    orders.defs,
+    inventory.defs,
+    payments.defs,
+    analytics.defs,
+    quality.defs,
+    lake.defs,
+    # Runs execute in their run worker's process: one Python process per run, not one more
+    # per step (the jobs are small; a 2-core machine feels every process that loads them).
+    dg.Definitions(resources=build_resources(), executor=dg.in_process_executor),
+)

@@ -12,8 +12,7 @@ Stripe account and outbox as the API and the worker:
 - `lake`: LAKE_URL, by default DATA_DIR/lake (S3 in production);
 - `dbt`: the dbt project of dbt/ on the schema owner's URL.
 
-Schedules run by default in development and production (Dagster owns what is scheduled: an
-unpaid order must expire without anyone clicking) and are stopped under test.
+Whether schedules start on their own is pipelines/scheduling.py's.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -94,10 +92,12 @@ class StripeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 class OutboxNotifier(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Alerts reach people through the notifications outbox: the flows queue e-mail and SMS in
     their own transaction and `portal worker` delivers them (the low-latency path, with its
-    retries). This resource reports what a run queued."""
+    retries). A run reports what is waiting there, so an operator sees a stopped worker."""
 
-    def queued_since(self, session: Session, since: datetime) -> int:
+    def waiting(self, session: Session) -> int:
+        """E-mail and SMS messages not delivered yet (pending or retrying)."""
         from app.models import OutboxMessage
+        from app.models.status import OutboxStatus
         from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC
 
         return int(
@@ -106,7 +106,7 @@ class OutboxNotifier(dg.ConfigurableResource):  # type: ignore[type-arg]
                 .select_from(OutboxMessage)
                 .where(
                     OutboxMessage.topic.in_([EMAIL_TOPIC, SMS_TOPIC]),
-                    OutboxMessage.created_at >= since,
+                    OutboxMessage.status == OutboxStatus.PENDING,
                 )
             )
             or 0
@@ -147,20 +147,6 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def schedule_status(settings: Settings | None = None) -> dg.DefaultScheduleStatus:
-    settings = settings or get_settings()
-    if settings.environment == "test":
-        return dg.DefaultScheduleStatus.STOPPED
-    return dg.DefaultScheduleStatus.RUNNING
-
-
-def sensor_status(settings: Settings | None = None) -> dg.DefaultSensorStatus:
-    settings = settings or get_settings()
-    if settings.environment == "test":
-        return dg.DefaultSensorStatus.STOPPED
-    return dg.DefaultSensorStatus.RUNNING
-
-
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
     """The resources of this environment, by the names the pipelines ask for."""
     settings = settings or get_settings()
@@ -173,6 +159,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
         "notifier": OutboxNotifier(),
         "lake": LakeResource(url=settings.lake),
     }
+    resources.update(dbt_resources())
     return resources
 
 

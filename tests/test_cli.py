@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.cli import PORTAL, portal_env, run_portal
-from tests.fixtures.database import TestDatabase
+from tests.fixtures.database import TestDatabase, drop_database
 from tests.fixtures.live_api import free_port as _free_port
 
 
@@ -75,11 +75,16 @@ def test_audit_verify_reports_intact_and_broken_chain(fresh_db: TestDatabase) ->
     assert "row 3" in broken.stdout
 
 
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on PythonError { message }
+    ... on RepositoryLocation { repositories { jobs { name } } } } } } } }"""
+
+
 def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
-    smtp_port = _free_port()
+    smtp_port, dagster_port = _free_port(), _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
@@ -91,6 +96,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             STRIPE_API_BASE=stripe_base,
             DATA_DIR=str(tmp_path),
             SMTP_PORT=str(smtp_port),
+            DAGSTER_PORT=str(dagster_port),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -151,11 +157,34 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             )
             assert me.status_code == status, me.text
         assert me.json()["role"] == "admin"
+
+        # Dagster's UI comes up last (it loads the pipelines); the banner follows it.
+        dagster = f"http://127.0.0.1:{dagster_port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(dagster + "/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        assert httpx.get(dagster + "/server_info", timeout=5).status_code == 200
+        # It serves the portal's code location, loaded without error (workspace.yaml).
+        answer = httpx.post(dagster + "/graphql", json={"query": LOCATIONS}, timeout=60).json()
+        (entry,) = answer["data"]["workspaceOrError"]["locationEntries"]
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        jobs = {job["name"] for repo in location["repositories"] for job in repo["jobs"]}
+        assert {"expire_unpaid_orders_job", "stock_alerts_job", "analytics_build"} <= jobs
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
+        output, _ = process.communicate(timeout=60)
+        drop_database(fresh_db.owner_url, fresh_db.name + "_dagster")  # Dagster's storage
     assert "http://127.0.0.1:" in output and "admin@demo.clinic" in output
     assert str(tmp_path / "mail") in output
+    assert dagster in output and str(tmp_path / "dagster") in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(dagster + "/server_info", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(api + "/healthz", timeout=1)
     with pytest.raises(httpx.HTTPError):

@@ -104,8 +104,8 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         AdjustmentReason,
         OutboxStatus,
         StaffRole,
+        AlertTopic,
         ReconciliationKind,
         ReconciliationState,
-        AlertTopic,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]

@@ -80,7 +80,8 @@ class Lake:
 
 
 def connect(lake: Lake) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
-    """An in-memory DuckDB with one view per mart of the lake, and the marts' names."""
+    """An in-memory DuckDB with one view per mart of the lake, and the marts' names; it can
+    read nothing but those views."""
     connection = duckdb.connect(":memory:")
     marts = []
     for mart in lake.marts():
@@ -89,4 +90,8 @@ def connect(lake: Lake) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
             continue
         connection.register(mart, dataset)
         marts.append(mart)
+    # The session sees the lake and nothing else: no other file, no extension download, no
+    # attached database, and the settings cannot be turned back (results leave by stdout).
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
     return connection, marts

@@ -145,6 +145,7 @@ def export_mart(
             psycopg.connect(database_url) as connection,
             connection.cursor(name=f"lake_{run}") as cursor,  # server-side: streams
         ):
+            connection.execute("SET TIME ZONE 'UTC'")  # months of timestamps are UTC months
             cursor.execute(_query(mart, date_column, month), params)
             schema = _schema(connection, cursor)
             path = f"{work}/part-{run}-0.parquet"

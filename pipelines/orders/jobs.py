@@ -4,7 +4,8 @@ reserved stock comes back soon after its SELF_ORDER_PAYMENT_TTL_MINUTES."""
 import dagster as dg
 
 from app.orders.expiry import expire_all_unpaid_orders
-from pipelines.resources import PortalDatabase, schedule_status
+from pipelines.resources import PortalDatabase
+from pipelines.scheduling import schedule_status, unless_running
 
 
 @dg.op(description="Cancel every pending order past its payment window; release its stock.")
@@ -24,6 +25,7 @@ expire_unpaid_orders_schedule = dg.ScheduleDefinition(
     job=expire_unpaid_orders_job,
     cron_schedule="* * * * *",
     default_status=schedule_status(),
+    should_execute=unless_running("expire_unpaid_orders_job"),
 )
 
 defs = dg.Definitions(jobs=[expire_unpaid_orders_job], schedules=[expire_unpaid_orders_schedule])

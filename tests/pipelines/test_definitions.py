@@ -37,7 +37,24 @@ def test_every_definition_loads() -> None:
 
 def test_schedules_run_by_default_outside_tests() -> None:
     from app.config import Settings
-    from pipelines.resources import schedule_status
+    from pipelines.scheduling import schedule_status
 
     assert schedule_status(Settings(environment="development")) == dg.DefaultScheduleStatus.RUNNING
     assert schedule_status(Settings(environment="test")) == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_a_frequent_schedule_skips_its_tick_while_the_previous_run_is_unfinished() -> None:
+    from pipelines.orders.jobs import expire_unpaid_orders_job, expire_unpaid_orders_schedule
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance)
+        assert len(expire_unpaid_orders_schedule.evaluate_tick(context).run_requests or []) == 1
+        run = instance.create_run_for_job(expire_unpaid_orders_job)
+        instance.handle_run_event(
+            run.run_id,
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value,
+                job_name=run.job_name,
+            ),
+        )
+        assert not expire_unpaid_orders_schedule.evaluate_tick(context).run_requests

@@ -1,6 +1,7 @@
 """The Dagster pieces of `portal up`: DAGSTER_HOME's dagster.yaml is a valid instance whose run,
-event and schedule storage is a database of its own on the portal's PostgreSQL, and the UI
-starts on it and serves the portal's code location."""
+event and schedule storage is a database of its own on the portal's PostgreSQL. (That `portal
+up` starts the UI on it, serving the portal's code location, and stops it on Ctrl-C is
+tests/test_cli.py's `portal up` test.)"""
 
 from __future__ import annotations
 
@@ -8,30 +9,22 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from devtools.devstack import (
-    DAGSTER_DATABASE,
-    Supervisor,
+    dagster_database,
     dagster_environment,
     dagster_storage_url,
-    dagster_webserver_argv,
     prepare_dagster_home,
 )
 from tests.fixtures.database import drop_database
-from tests.fixtures.live_api import free_port
-
-LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
-  locationOrLoadError { __typename ... on PythonError { message }
-    ... on RepositoryLocation { repositories { jobs { name } } } } } } } }"""
 
 
 @pytest.fixture
 def dagster_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A DAGSTER_HOME as `portal up` writes it, on a storage database of this test's own
-    (the development stack's is named `dagster`)."""
+    (the development stack's is `portal_dagster`)."""
     database = f"dagster_test_{uuid.uuid4().hex[:10]}"
     home = prepare_dagster_home(tmp_path / "dagster")
     yield dagster_environment(home, dagster_storage_url(pg_server, database))
@@ -41,11 +34,10 @@ def dagster_env(pg_server: str, tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_dagster_yaml_keeps_everything_in_postgresql_without_telemetry(tmp_path: Path) -> None:
     home = prepare_dagster_home(tmp_path / "dagster")
     config = yaml.safe_load((home / "dagster.yaml").read_text())
-    assert config == {
-        "storage": {"postgres": {"postgres_url": {"env": "DAGSTER_STORAGE_URL"}}},
-        "telemetry": {"enabled": False},
-    }
-    assert DAGSTER_DATABASE == "dagster"
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_STORAGE_URL"}}}
+    assert config["telemetry"] == {"enabled": False}
+    assert config["concurrency"] == {"runs": {"max_concurrent_runs": 3}}
+    assert dagster_database("postgresql://postgres@/portal?host=/sock") == "portal_dagster"
 
 
 def test_the_storage_database_is_created_and_dagster_stores_runs_in_it(
@@ -69,28 +61,10 @@ def test_the_storage_database_is_created_and_dagster_stores_runs_in_it(
     with dg.DagsterInstance.from_config(dagster_env["DAGSTER_HOME"]) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 3
         result = probe.execute_in_process(instance=instance)
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
         assert stored is not None and stored.is_success
         assert instance.all_logs(result.run_id)  # events went through NOTIFY
-
-
-def test_the_dagster_ui_starts_and_serves_the_portal_code_location(
-    dagster_env: dict[str, str], tmp_path: Path
-) -> None:
-    port = free_port()
-    supervisor = Supervisor(log_dir=tmp_path / "logs")
-    try:
-        supervisor.start("dagster-webserver", dagster_webserver_argv(port), env=dagster_env)
-        url = f"http://127.0.0.1:{port}"
-        supervisor.wait_http("dagster-webserver", url + "/server_info", timeout=90)
-        answer = httpx.post(url + "/graphql", json={"query": LOCATIONS}, timeout=60).json()
-        (entry,) = answer["data"]["workspaceOrError"]["locationEntries"]
-        assert entry["name"] == "pipelines.definitions"
-        location = entry["locationOrLoadError"]
-        assert location["__typename"] == "RepositoryLocation", location
-        jobs = {job["name"] for repo in location["repositories"] for job in repo["jobs"]}
-        assert "expire_unpaid_orders_job" in jobs
-    finally:
-        supervisor.stop()

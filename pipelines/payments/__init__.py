@@ -1,0 +1,1 @@
+"""Payments: reconciliation with Stripe, daily (yesterday) and for any period."""
