@@ -131,18 +131,23 @@ def test_app_role_can_only_insert_select_and_seal_the_audit_log(
     write_rows(fresh_engine, 1, prefix="unsealed")
     with psycopg.connect(fresh_db.app_url, autocommit=True) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("portal_app",)
+        # The rows' ids, not 1 and 3: the template's id sequence moves with the rolled-back
+        # writes of earlier tests, and an UPDATE that matches no row is refused by nothing.
+        sealed, _, unsealed = (
+            row[0] for row in conn.execute("SELECT id FROM audit_log ORDER BY seq NULLS LAST, id")
+        )
         for statement in (
-            "UPDATE audit_log SET action = 'forged' WHERE id = 1",
+            f"UPDATE audit_log SET action = 'forged' WHERE id = {sealed}",
             # A sealed row cannot be sealed again (re-chained).
-            f"UPDATE audit_log SET row_hash = '{'f' * 64}' WHERE id = 1",
+            f"UPDATE audit_log SET row_hash = '{'f' * 64}' WHERE id = {sealed}",
             # An unsealed row cannot be changed while it is sealed, nor be born sealed.
             f"UPDATE audit_log SET action = 'forged', seq = 3, prev_hash = '{'a' * 64}',"
-            f" row_hash = '{'b' * 64}' WHERE id = 3",
+            f" row_hash = '{'b' * 64}' WHERE id = {unsealed}",
             "INSERT INTO audit_log (seq, occurred_at, actor_subject, actor_role, action,"
             f" entity_type, entity_id, prev_hash, row_hash) VALUES (3, now(), 'x', 'admin',"
             f" 'probe', 'probe', 'p', '{'a' * 64}', '{'b' * 64}')",
-            "DELETE FROM audit_log WHERE id = 1",
-            "DELETE FROM audit_log WHERE id = 3",
+            f"DELETE FROM audit_log WHERE id = {sealed}",
+            f"DELETE FROM audit_log WHERE id = {unsealed}",
             "TRUNCATE audit_log",
             # Nor can it switch the guards off.
             "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
@@ -199,9 +204,10 @@ def test_even_the_superuser_cannot_update_or_delete(
     _seed_stock_movement(fresh_db)
     with psycopg.connect(fresh_db.owner_url, autocommit=True) as conn:
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        first, second = (row[0] for row in conn.execute("SELECT id FROM audit_log ORDER BY id"))
         for statement in (
-            "UPDATE audit_log SET action = 'forged' WHERE id = 1",
-            "DELETE FROM audit_log WHERE id = 2",
+            f"UPDATE audit_log SET action = 'forged' WHERE id = {first}",
+            f"DELETE FROM audit_log WHERE id = {second}",
             "TRUNCATE audit_log",
             "UPDATE stock_movements SET note = 'forged'",
             "DELETE FROM stock_movements",
