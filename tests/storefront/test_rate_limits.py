@@ -389,7 +389,7 @@ def test_a_public_insufficient_stock_answer_does_not_tell_the_stock_level(
     assert assert_problem(staff, 409, "/problems/insufficient-stock")["available"] == 3
 
 
-def test_the_worker_expires_abandoned_self_orders_and_prunes_closed_windows(
+def test_abandoned_self_orders_expire_and_the_worker_prunes_closed_windows(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     stocked = seed_stock(
@@ -425,11 +425,13 @@ def test_the_worker_expires_abandoned_self_orders_and_prunes_closed_windows(
             later = utcnow() + timedelta(hours=1)
             count_hit(connection, Bucket.SELF_ORDER, "here", {60: 5}, now=later)
 
+        # The expiry is scheduled by Dagster; `portal orders expire` runs the same operation.
         with MailSink(tmp_path / "mail") as sink:
-            result = run_portal(
-                fresh_db, "worker", "--once", DATA_DIR=str(tmp_path), SMTP_PORT=str(sink.port)
-            )
-        assert result.returncode == 0, result.stdout + result.stderr
+            for command in (("orders", "expire"), ("worker", "--once")):
+                result = run_portal(
+                    fresh_db, *command, DATA_DIR=str(tmp_path), SMTP_PORT=str(sink.port)
+                )
+                assert result.returncode == 0, result.stdout + result.stderr
 
         with Session(engine) as session:
             assert session.get(Order, order_id).status == "cancelled"  # type: ignore[union-attr]
