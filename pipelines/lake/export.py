@@ -86,12 +86,15 @@ class _CopyStream(io.RawIOBase):
         return False
 
     def readinto(self, buffer: Any) -> int:
-        if self.exhausted():
-            return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+        """As many bytes as fit: COPY hands over one row at a time, pyarrow wants blocks."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and not self.exhausted():
+            size = min(len(view) - filled, len(self._pending))
+            view[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
 
 
 def _csv_options(schema: pa.Schema) -> tuple[pacsv.ReadOptions, pacsv.ConvertOptions]:
