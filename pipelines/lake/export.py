@@ -1,7 +1,8 @@
 """Export one mart (or one month of it) from PostgreSQL to Parquet in the lake.
 
-Rows stream from a server-side cursor (never the whole mart in memory) into Arrow record
-batches typed from PostgreSQL's column types, and are written with pyarrow. A month is written
+Rows stream out of PostgreSQL with `COPY (SELECT ...) TO STDOUT (FORMAT csv)` straight into
+pyarrow's streaming CSV reader, typed from PostgreSQL's column types (never the whole mart in
+memory, no value converted in Python), and are written with pyarrow. A month is written
 to a hidden work folder first and then swapped in, so a re-export replaces the month whole and
 readers (who skip hidden names) never see half of it. On object stores (S3), which have no
 rename, the new files get names of their own and the old ones are deleted after the new ones
@@ -10,22 +11,22 @@ are complete: a reader in that moment may see both.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from psycopg import sql
 
 from app.analytics.lake import CURRENT, Lake, month_folder
 
-BATCH_ROWS = 50_000
 SCHEMA = "analytics"
 
 # PostgreSQL type name -> Arrow type (numeric with a declared scale keeps it as a decimal).
@@ -65,25 +66,76 @@ def _arrow_type(column: psycopg.Column, type_name: str) -> pa.DataType:
     return _ARROW_TYPES.get(type_name, pa.string())
 
 
-def _convert(value: Any, arrow_type: pa.DataType) -> Any:
-    if value is None:
-        return None
-    if pa.types.is_string(arrow_type) and not isinstance(value, str):
-        return str(value)
-    if pa.types.is_floating(arrow_type) and isinstance(value, Decimal):
-        return float(value)
-    return value
+class _CopyStream(io.RawIOBase):
+    """The bytes of a running `COPY ... TO STDOUT` as a readable file, for pyarrow."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._chunks = iter(copy)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def exhausted(self) -> bool:
+        """True when COPY sent nothing (more): pyarrow refuses an empty CSV."""
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return True
+            self._pending = memoryview(bytes(chunk))
+        return False
+
+    def readinto(self, buffer: Any) -> int:
+        """As many bytes as fit: COPY hands over one row at a time, pyarrow wants blocks."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and not self.exhausted():
+            size = min(len(view) - filled, len(self._pending))
+            view[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
 
 
-def _batches(
-    cursor: psycopg.Cursor[tuple[Any, ...]], schema: pa.Schema
-) -> Iterator[pa.RecordBatch]:
-    while rows := cursor.fetchmany(BATCH_ROWS):
-        columns = [
-            pa.array([_convert(row[i], field.type) for row in rows], type=field.type)
-            for i, field in enumerate(schema)
-        ]
-        yield pa.RecordBatch.from_arrays(columns, schema=schema)
+def _csv_options(schema: pa.Schema) -> tuple[pacsv.ReadOptions, pacsv.ConvertOptions]:
+    """PostgreSQL's CSV: NULL is an unquoted empty field, an empty string a quoted one;
+    booleans are t/f. Durations travel as whole microseconds (see `_select_list`)."""
+    read = pacsv.ReadOptions(column_names=schema.names, block_size=8 << 20)
+    convert = pacsv.ConvertOptions(
+        column_types={
+            field.name: pa.int64() if pa.types.is_duration(field.type) else field.type
+            for field in schema
+        },
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+    return read, convert
+
+
+def _batches(copy: psycopg.Copy, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    read, convert = _csv_options(schema)
+    source = _CopyStream(copy)
+    if source.exhausted():
+        return
+    stream = pa.PythonFile(io.BufferedReader(source, 1 << 20), mode="r")
+    reader = pacsv.open_csv(
+        stream,
+        read_options=read,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=convert,
+    )
+    for batch in reader:
+        if batch.num_rows:
+            yield pa.RecordBatch.from_arrays(
+                [
+                    column.cast(field.type) if pa.types.is_duration(field.type) else column
+                    for column, field in zip(batch.columns, schema, strict=True)
+                ],
+                schema=schema,
+            )
 
 
 def _schema(connection: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> pa.Schema:
@@ -102,13 +154,43 @@ def _schema(connection: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) ->
     )
 
 
-def _query(mart: str, date_column: str | None, month: str | None) -> sql.Composed:
-    query = sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(mart))
-    if date_column is not None:
-        query = query + sql.SQL(" WHERE {col} >= %(start)s AND {col} < %(end)s").format(
-            col=sql.Identifier(date_column)
-        )
-    return query + sql.SQL(" ORDER BY 1")
+def _where(date_column: str | None) -> sql.Composable:
+    if date_column is None:
+        return sql.SQL("")
+    return sql.SQL(" WHERE {col} >= %(start)s AND {col} < %(end)s").format(
+        col=sql.Identifier(date_column)
+    )
+
+
+def _query(mart: str) -> sql.Composed:
+    """The mart's columns, no row: to read their names and types."""
+    return sql.SQL("SELECT * FROM {}.{} LIMIT 0").format(
+        sql.Identifier(SCHEMA), sql.Identifier(mart)
+    )
+
+
+def _select_list(schema: pa.Schema) -> sql.Composable:
+    """Every column as COPY should print it: durations as whole microseconds, since their text
+    form is not one pyarrow reads."""
+    columns: list[sql.Composable] = []
+    for field in schema:
+        column = sql.Identifier(field.name)
+        if pa.types.is_duration(field.type):
+            columns.append(
+                sql.SQL("(extract(epoch FROM {c}) * 1000000)::bigint AS {c}").format(c=column)
+            )
+        else:
+            columns.append(column)
+    return sql.SQL(", ").join(columns)
+
+
+def _copy(mart: str, schema: pa.Schema, date_column: str | None) -> sql.Composed:
+    select = sql.SQL("SELECT {columns} FROM {schema}.{mart}").format(
+        columns=_select_list(schema), schema=sql.Identifier(SCHEMA), mart=sql.Identifier(mart)
+    )
+    return sql.SQL("COPY ({select}{where} ORDER BY 1) TO STDOUT (FORMAT csv)").format(
+        select=select, where=_where(date_column)
+    )
 
 
 def month_bounds(month: str) -> tuple[date, date]:
@@ -141,17 +223,18 @@ def export_mart(
         params["start"], params["end"] = month_bounds(month)
     rows = files = 0
     try:
-        with (
-            psycopg.connect(database_url) as connection,
-            connection.cursor(name=f"lake_{run}") as cursor,  # server-side: streams
-        ):
-            connection.execute("SET TIME ZONE 'UTC'")  # months of timestamps are UTC months
-            cursor.execute(_query(mart, date_column, month), params)
+        with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
+            # months of timestamps are UTC months, and COPY prints timestamps in UTC
+            connection.execute("SET TIME ZONE 'UTC'")
+            cursor.execute(_query(mart))
             schema = _schema(connection, cursor)
             path = f"{work}/part-{run}-0.parquet"
-            with pq.ParquetWriter(path, schema, filesystem=lake.filesystem) as writer:
+            with (
+                pq.ParquetWriter(path, schema, filesystem=lake.filesystem) as writer,
+                cursor.copy(_copy(mart, schema, date_column), params or None) as copy,
+            ):
                 files = 1
-                for batch in _batches(cursor, schema):
+                for batch in _batches(copy, schema):
                     writer.write_batch(batch)
                     rows += batch.num_rows
     except BaseException:

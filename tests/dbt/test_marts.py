@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -318,9 +318,9 @@ def test_an_incremental_run_picks_up_late_changes_without_rebuilding(
     newest = rows(url, "SELECT max(source_updated_at) AS t FROM analytics.fct_orders")[0]["t"]
     o, p = history.orders, history.payments
     with psycopg.connect(url) as conn:
-        # o2 fulfilled by a transaction that committed late: its updated_at is two hours older
-        # than the newest row already built (within the look-back).
-        late = newest - timedelta(hours=2)
+        # o2 fulfilled by a transaction that committed late: its updated_at is five minutes
+        # older than the newest row already built (within the margin, `lookback_minutes`).
+        late = newest - timedelta(minutes=5)
         conn.execute(
             "UPDATE orders SET status = 'fulfilled', fulfilled_at = %s, updated_at = %s"
             " WHERE id = %s",
@@ -353,6 +353,68 @@ def test_an_incremental_run_picks_up_late_changes_without_rebuilding(
         " WHERE revenue_date = (now() AT TIME ZONE 'UTC')::date",
     )
     assert refunds_today[0]["cents"] == 500
+
+
+INCREMENTAL_AGGREGATES = (
+    "fct_fulfilment_times",
+    "fct_orders_daily",
+    "fct_monthly_metrics",
+    "fct_revenue_daily",
+)
+
+
+def test_the_incremental_aggregates_equal_a_full_refresh_after_a_late_change(
+    built: tuple[TestDatabase, History], work: Path
+) -> None:
+    """After the late changes above (an order fulfilled late, a refund today) and one more,
+    the periods the incremental run computed again and the ones it kept are exactly what a
+    rebuild from scratch gives."""
+    database, history = built
+    url = database.owner_url
+    o = history.orders
+    newest = rows(url, "SELECT max(source_updated_at) AS t FROM analytics.fct_orders")[0]["t"]
+    kept = rows(url, "SELECT * FROM analytics.fct_fulfilment_times WHERE period = 'day'")
+    with psycopg.connect(url) as conn:
+        # o1 cancelled late (after fulfilment; its old days stay, a new one is touched)
+        late = newest - timedelta(minutes=3)
+        conn.execute(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = %s, updated_at = %s,"
+            " cancellation_code = 'other' WHERE id = %s",
+            (late, late, o["o1"]),
+        )
+    result = run_dbt_for(database, work, "run", as_of=history.today)
+    assert result.returncode == 0, dbt_output(result)
+    incremental = {
+        mart: _sorted_rows(url, f"SELECT * FROM analytics.{mart}")
+        for mart in INCREMENTAL_AGGREGATES
+    }
+    o1 = rows(url, "SELECT * FROM analytics.fct_orders WHERE order_id = %s", o["o1"])[0]
+    assert o1["cancelled_date"] == late.astimezone(UTC).date()
+    touched = {f"day:{o1['paid_date']}", f"day:{o1['fulfilled_date']}"}
+    day_rows = {
+        r["period_key"]: r for r in incremental["fct_fulfilment_times"] if r["period"] == "day"
+    }
+    # the days o1 was paid and fulfilled on were computed again; the other days were kept
+    assert {day_rows[key]["source_updated_at"] for key in touched} == {late}
+    assert all(day_rows[r["period_key"]] == r for r in kept if r["period_key"] not in touched)
+    assert day_rows.keys() == {r["period_key"] for r in kept}
+
+    result = run_dbt_for(
+        database,
+        work,
+        "run",
+        "--full-refresh",
+        "--select",
+        " ".join(INCREMENTAL_AGGREGATES),
+        as_of=history.today,
+    )
+    assert result.returncode == 0, dbt_output(result)
+    for mart in INCREMENTAL_AGGREGATES:
+        assert incremental[mart] == _sorted_rows(url, f"SELECT * FROM analytics.{mart}"), mart
+
+
+def _sorted_rows(url: str, sql: str) -> list[dict[str, Any]]:
+    return sorted(rows(url, sql), key=repr)
 
 
 def test_the_projects_tests_fail_on_data_changed_behind_its_back(

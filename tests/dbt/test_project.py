@@ -64,8 +64,10 @@ def test_accepted_values_are_the_enums_of_status_py() -> None:
 
 
 def test_staging_never_selects_a_phi_column() -> None:
-    phi = re.compile(r"\b(\w*_encrypted|email\w*|full_name|oidc_subject|phone\w*|note|"
-                     r"date_of_birth\w*|description|status_reason|failure_reason)\b")
+    phi = re.compile(
+        r"\b(\w*_encrypted|email\w*|full_name|oidc_subject|phone\w*|note|"
+        r"date_of_birth\w*|description|status_reason|failure_reason)\b"
+    )
     for path in sorted((MODELS / "staging").glob("*.sql")):
         sql = "\n".join(
             line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")

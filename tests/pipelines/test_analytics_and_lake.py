@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.lake.assets import LAKE_MARTS, monthly_assets, whole_assets
@@ -112,6 +115,63 @@ def test_the_lake_export_writes_parquet_by_month_that_duckdb_reads_back(
     assert len(list((lake_dir / "fct_orders" / f"month={month}").glob("*.parquet"))) == 1
     assert not [p for p in (lake_dir / "fct_orders").iterdir() if p.name.startswith(".")]
     assert json.dumps(sorted(p.name for p in lake_dir.iterdir())) == json.dumps(sorted(LAKE_MARTS))
+
+
+def test_the_lake_holds_exactly_the_values_postgresql_has(
+    built: TestDatabase, tmp_path: Path
+) -> None:
+    """The export streams PostgreSQL's CSV into pyarrow: every mart, and a probe of the awkward
+    values (NULL next to an empty string, commas, quotes and newlines in text, booleans,
+    decimals, timestamps in another zone, durations) read back from Parquet as psycopg reads
+    them from the table."""
+    from app.analytics.lake import Lake
+    from pipelines.lake.export import export_mart
+
+    probe = "lake_probe"
+    with psycopg.connect(built.owner_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE analytics.{probe} (n int8, label text, flag bool,"
+            " amount numeric(12, 2), ratio float8, at timestamptz, day date, took interval)"
+        )
+        conn.execute(
+            f"INSERT INTO analytics.{probe} VALUES"
+            " (1, '', true, 12.34, 0.1, '2026-03-01 23:30:00.123456-05', '2026-03-01',"
+            " '1 day 2 hours'),"
+            " (2, NULL, false, -0.5, NULL, NULL, NULL, NULL),"
+            " (3, e'a,\"b\"\\nc', NULL, NULL, 1e-300, '1999-12-31 00:00:00+00', '1999-12-31',"
+            " '-3 seconds')"
+        )
+    lake = Lake.at(str(tmp_path / "lake"))
+    try:
+        for mart in [*sorted(LAKE_MARTS), probe]:
+            export = export_mart(built.owner_url, lake, mart)
+            with psycopg.connect(built.owner_url) as conn:
+                conn.execute("SET TIME ZONE 'UTC'")
+                expected = conn.execute(f"SELECT * FROM analytics.{mart}").fetchall()
+            folder = tmp_path / "lake" / mart / "current"
+            table = pq.read_table(sorted(folder.glob("*.parquet")))
+            got = [tuple(row.values()) for row in table.to_pylist()]
+            assert export.rows == len(expected), mart
+            assert _rows(got) == _rows(expected), mart
+    finally:
+        with psycopg.connect(built.owner_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE analytics.{probe}")
+
+
+def _rows(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return sorted((tuple(_plain(v) for v in row) for row in rows), key=repr)
+
+
+def _plain(value: object) -> object:
+    """Values as comparable across drivers: uuids as text, aware timestamps in UTC, numbers
+    as floats (a numeric without a declared scale is a double in the lake)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
 
 
 def test_portal_analytics_reports_bad_sql_without_a_traceback(

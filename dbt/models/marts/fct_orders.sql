@@ -7,6 +7,10 @@
         indexes=[
             {'columns': ['order_id'], 'unique': True},
             {'columns': ['source_updated_at']},
+            {'columns': ['created_date']},
+            {'columns': ['paid_date']},
+            {'columns': ['fulfilled_date']},
+            {'columns': ['cancelled_date']},
         ],
     )
 }}
