@@ -25,3 +25,8 @@ class OrderItem(UUIDPrimaryKey, Base):
     # The prescriber's directions (sig) for a prescription item; health details, so encrypted
     # like PHI (context: `order_items.dosage_text.<item id>`).
     dosage_text_encrypted: Mapped[str | None] = mapped_column(Text)
+
+
+def dosage_text_context(order_item_id: uuid.UUID) -> str:
+    """The associated data sealing an order item's dosage text (app.phi)."""
+    return f"order_items.dosage_text.{order_item_id}"
