@@ -18,17 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors import registry
-from connectors.base import (
-    Exchange,
-    PharmacyAuth,
-    PharmacyConfig,
-    PharmacyPatient,
-    PharmacyStatus,
-    Prescriber,
-    PrescriptionItem,
-    Submission,
-)
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -44,7 +33,6 @@ from app.errors import (
     InvalidStateTransition,
     NotFound,
     PortalError,
-    Unprocessable,
 )
 from app.models import (
     Order,
@@ -75,6 +63,17 @@ from app.pharmacy.schemas import (
     PharmacyUpdate,
     SubmissionDetail,
     SubmissionOut,
+)
+from connectors import registry
+from connectors.base import (
+    Exchange,
+    PharmacyAuth,
+    PharmacyConfig,
+    PharmacyPatient,
+    PharmacyStatus,
+    Prescriber,
+    PrescriptionItem,
+    Submission,
 )
 
 Status = PharmacySubmissionStatus
@@ -110,9 +109,18 @@ SECRET_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|passw
 
 
 # -- problems -----------------------------------------------------------------------------------
-class UnknownConnector(Unprocessable):
+class UnknownConnector(Conflict):
+    """A connector name the schema allows but no connector of this installation has."""
+
     slug = "unknown-connector"
     title = "No connector has that name"
+
+
+class IncompleteAuth(Conflict):
+    """The kind of authentication chosen needs settings the pharmacy does not have (yet)."""
+
+    slug = "incomplete-pharmacy-auth"
+    title = "The pharmacy's authentication is incomplete"
 
 
 class PharmacyInUse(Conflict):
@@ -223,7 +231,7 @@ def _check_auth(pharmacy: Pharmacy) -> None:
         if getattr(pharmacy, column) is None
     ]
     if missing:
-        raise Unprocessable(
+        raise IncompleteAuth(
             f"auth_kind {pharmacy.auth_kind} needs {', '.join(missing)}", field=missing[0]
         )
 
@@ -360,7 +368,7 @@ def config_of(pharmacy: Pharmacy) -> PharmacyConfig:
         connector=pharmacy.connector,
         base_url=pharmacy.base_url,
         auth=PharmacyAuth(
-            kind=PharmacyAuthKind(pharmacy.auth_kind).value,  # type: ignore[arg-type]
+            kind=PharmacyAuthKind(pharmacy.auth_kind).value,
             header=pharmacy.auth_header,
             api_key=secret("api_key"),
             token_url=pharmacy.token_url,
@@ -377,9 +385,9 @@ def config_of(pharmacy: Pharmacy) -> PharmacyConfig:
 
 
 def ensure_pharmacy_exists(session: Session, pharmacy_id: uuid.UUID | None) -> None:
-    """For a product's override: the pharmacy named must exist (422 otherwise)."""
+    """For a product's override: the pharmacy named must exist (404 otherwise)."""
     if pharmacy_id is not None and session.get(Pharmacy, pharmacy_id) is None:
-        raise Unprocessable(f"pharmacy {pharmacy_id} does not exist", field="pharmacy_id")
+        raise NotFound("pharmacy", pharmacy_id)
 
 
 # -- the paid-order hook ------------------------------------------------------------------------
@@ -407,7 +415,7 @@ def _timeline(
     )
 
 
-def _pharmacy_name(session: Session, pharmacy_id: uuid.UUID | None) -> str | None:
+def pharmacy_name(session: Session, pharmacy_id: uuid.UUID | None) -> str | None:
     return (
         session.scalar(select(Pharmacy.name).where(Pharmacy.id == pharmacy_id))
         if pharmacy_id
@@ -456,7 +464,7 @@ def queue_paid_order(session: Session, actor: Actor, order: Order) -> list[Pharm
         created.append(submission)
     session.flush()
     for submission in created:
-        name = _pharmacy_name(session, submission.pharmacy_id)
+        name = pharmacy_name(session, submission.pharmacy_id)
         event = "queued" if submission.pharmacy_id else "held"
         _timeline(session, actor, submission, event, name, items=len(submission.order_item_ids))
     return created
@@ -548,6 +556,7 @@ class Work:
     submission: Submission | None
     external_id: str | None
     problem: str | None = None
+    cancel_requested: bool = False
 
 
 def _work(
@@ -571,6 +580,7 @@ def _work(
         submission=build_submission(session, row, pharmacy) if ready and pharmacy else None,
         external_id=row.external_id,
         problem=problem if with_problem else None,
+        cancel_requested=row.cancel_requested_at is not None,
     )
 
 
@@ -779,6 +789,12 @@ def record_delivery(
         )
         return status
     error = (sent.error or "the pharmacy did not answer")[:2000]
+    if row.cancel_requested_at is not None:
+        # The order was cancelled while this was being sent, and the send failed: stop here.
+        _stamp(row, Status.CANCELLED, now)
+        row.cancel_requested_at, row.last_error = None, error
+        _timeline(session, actor, row, "cancelled", work.pharmacy_name, sent=False)
+        return Status.CANCELLED
     if sent.permanent:
         row.status, row.last_error, row.updated_at = Status.DEAD_LETTER, error, now
         _timeline(session, actor, row, "dead_lettered", work.pharmacy_name, attempts=row.attempts)
@@ -956,7 +972,7 @@ def resend(session: Session, actor: Actor, submission_id: uuid.UUID) -> Pharmacy
         before={"status": Status.DEAD_LETTER, "last_error": row.last_error},
         after={"status": Status.PENDING, "pharmacy_id": row.pharmacy_id},
     )
-    _timeline(session, actor, row, "resent", _pharmacy_name(session, row.pharmacy_id))
+    _timeline(session, actor, row, "resent", pharmacy_name(session, row.pharmacy_id))
     session.flush()
     return row
 
@@ -1029,7 +1045,7 @@ def submission_detail(session: Session, actor: Actor, submission_id: uuid.UUID) 
     row = get_submission(session, submission_id)
     logs = _logs(session, row.id)
     audit.record(session, actor, "pharmacy_submission.read", "pharmacy_submission", row.id)
-    out = submission_out(row, _pharmacy_name(session, row.pharmacy_id))
+    out = submission_out(row, pharmacy_name(session, row.pharmacy_id))
     return SubmissionDetail(
         **out.model_dump(),
         order_item_ids=[uuid.UUID(i) for i in row.order_item_ids],
@@ -1124,20 +1140,22 @@ def withdraw(
 ) -> None:
     """The order is being cancelled (its row locked by the caller): its submissions are locked
     and closed. Those never delivered are cancelled here; those the pharmacy holds were told
-    first (`told`, the API's cancel) or, when `told` is None (a refund made at Stripe, which
-    must not fail), get a queued cancel the status poll sends."""
+    first (`told`, the API's cancel), else the cancellation is refused. When `told` is None (a
+    refund made at Stripe: the money is gone, this must not fail) what a pharmacy holds or is
+    being sent gets a queued cancel that the status poll sends."""
     rows = locks.pharmacy_submissions_of_order(session, order_id)
-    _refuse_cancel(rows)
+    if told is not None:
+        _refuse_cancel(rows)
     now = utcnow()
     for row in rows:
-        name = _pharmacy_name(session, row.pharmacy_id)
+        name = pharmacy_name(session, row.pharmacy_id)
         if row.status in (Status.PENDING, Status.DEAD_LETTER):
             _stamp(row, Status.CANCELLED, now)
             _timeline(session, actor, row, "cancelled", name, sent=False)
         elif row.status in AT_PHARMACY and told is not None and row.id in told:
             _stamp(row, Status.CANCELLED, now)
             _timeline(session, actor, row, "cancelled", name, external_id=row.external_id)
-        elif row.status in AT_PHARMACY and told is None:
+        elif row.status in (*AT_PHARMACY, Status.SENDING) and told is None:
             row.cancel_requested_at = now
             row.updated_at = now
             _timeline(session, actor, row, "cancel_queued", name, external_id=row.external_id)
