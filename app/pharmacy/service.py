@@ -1011,11 +1011,8 @@ def _names(session: Session, ids: set[uuid.UUID | None]) -> dict[uuid.UUID | Non
     wanted = [i for i in ids if i is not None]
     if not wanted:
         return {}
-    return dict(
-        session.execute(select(Pharmacy.id, Pharmacy.name).where(Pharmacy.id.in_(wanted)))
-        .tuples()
-        .all()
-    )
+    rows = session.execute(select(Pharmacy.id, Pharmacy.name).where(Pharmacy.id.in_(wanted)))
+    return {pharmacy_id: name for pharmacy_id, name in rows}
 
 
 def submission_out(row: PharmacySubmission, pharmacy_name: str | None) -> SubmissionOut:
