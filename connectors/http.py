@@ -9,6 +9,7 @@ gives the default mapping (5xx, 408 and 429 are transient, other 4xx permanent).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import ssl
 import threading
@@ -163,6 +164,25 @@ class _Token:
         self.lock = threading.Lock()
 
 
+# Tokens are shared by every transport of the same client (connectors are often built per
+# call), keyed without the secret itself.
+_tokens: dict[tuple[str, str, str, str], _Token] = {}
+_tokens_lock = threading.Lock()
+
+
+def forget_tokens() -> None:
+    """Drop every cached OAuth2 token (after a pharmacy's credentials change; tests)."""
+    with _tokens_lock:
+        _tokens.clear()
+
+
+def _shared_token(auth: PharmacyAuth) -> _Token:
+    digest = hashlib.sha256((auth.client_secret or "").encode()).hexdigest()
+    key = (auth.token_url or "", auth.client_id or "", auth.scope or "", digest)
+    with _tokens_lock:
+        return _tokens.setdefault(key, _Token())
+
+
 class HttpTransport:
     """One httpx client per connector instance, safe to share between threads."""
 
@@ -182,7 +202,7 @@ class HttpTransport:
         if auth.kind == "oauth2" and not (auth.token_url and auth.client_id and auth.client_secret):
             raise PermanentError("OAuth2 needs a token URL, a client id and a client secret")
         self._api_key_header = (auth.header or DEFAULT_API_KEY_HEADER) if auth.api_key else None
-        self._token = _Token()
+        self._token = _shared_token(auth) if auth.kind == "oauth2" else _Token()
         secret_headers = {self._api_key_header.lower()} if self._api_key_header else set()
         self._static_secrets = tuple(
             value for value in (auth.api_key, auth.client_secret) if value and len(value) >= 4
@@ -226,11 +246,15 @@ class HttpTransport:
             request_headers.setdefault("Content-Type", "application/json")
         if self._api_key_header and self.config.auth.api_key:
             request_headers[self._api_key_header] = self.config.auth.api_key
+        used = None
         if self.config.auth.kind == "oauth2":
-            request_headers["Authorization"] = f"Bearer {self._access_token()}"
+            used = self._access_token()
+            request_headers["Authorization"] = f"Bearer {used}"
         response = self._send(method, self.url(path), body, params, request_headers)
-        if self.config.auth.kind == "oauth2" and response.status_code == 401:
-            self._token.value = None
+        if used is not None and response.status_code == 401:
+            with self._token.lock:  # unless another call has renewed it meanwhile
+                if self._token.value == used:
+                    self._token.value = None
             request_headers["Authorization"] = f"Bearer {self._access_token()}"
             response = self._send(method, self.url(path), body, params, request_headers)
         return response

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors.http import forget_tokens
 from tests.fixtures.pharmacy import ReferencePharmacy, run_reference_pharmacy
 
 
@@ -20,4 +21,5 @@ def reference_pharmacy_server(
 def reference_pharmacy(reference_pharmacy_server: ReferencePharmacy) -> ReferencePharmacy:
     """The shared reference pharmacy, forgotten and without faults."""
     reference_pharmacy_server.reset()
+    forget_tokens()  # the pharmacy forgot the tokens it issued
     return reference_pharmacy_server

@@ -273,3 +273,19 @@ def test_mutual_tls_refuses_an_unknown_client_and_an_unknown_server(
     missing = PharmacyAuth(kind="mtls", cert_file="/nonexistent.pem", key_file="/nonexistent.key")
     with pytest.raises(PermanentError, match="client certificate could not be loaded"):
         get_connector(tls_pharmacy.config(auth=missing), lambda e: None)
+
+
+def test_oauth2_token_is_shared_by_connectors_of_the_same_client(
+    reference_pharmacy: ReferencePharmacy,
+) -> None:
+    reference_pharmacy.settings(oauth_clients={"portal": CLIENT_SECRET, "other": "cs-other-99"})
+    for number in (7, 8, 9):  # a connector per call, as a delivery loop builds them
+        conn = get_connector(reference_pharmacy.config(auth=oauth(reference_pharmacy)), print)
+        conn.submit(submission(number))
+    assert reference_pharmacy.stats()["tokens_issued"] == 1
+    other = dataclasses.replace(
+        oauth(reference_pharmacy), client_id="other", client_secret="cs-other-99"
+    )
+    get_connector(reference_pharmacy.config(auth=other), print).healthcheck()
+    get_connector(reference_pharmacy.config(auth=other), print).submit(submission(10))
+    assert reference_pharmacy.stats()["tokens_issued"] == 2
