@@ -24,6 +24,7 @@ def keys_rotate() -> None:
     from app.notifications.service import rotate_message_keys
     from app.orders.service import rotate_order_notes
     from app.patients.service import rotate_keys
+    from app.pharmacy.service import rotate_pharmacy_keys
 
     engine = make_engine(database_urls().app, pool_size=1)
     with Session(engine) as session, session.begin():
@@ -34,6 +35,7 @@ def keys_rotate() -> None:
         orders_changed = rotate_order_notes(session)
         messages_changed = rotate_message_keys(session)
         numbers_changed = rotate_subscription_keys(session)
+        pharmacy_changed = rotate_pharmacy_keys(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -45,12 +47,14 @@ def keys_rotate() -> None:
                 "orders_reencrypted": orders_changed,
                 "messages_reencrypted": messages_changed,
                 "alert_sms_numbers_reencrypted": numbers_changed,
+                "pharmacy_rows_reencrypted": pharmacy_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
     engine.dispose()
     console.print(
         f"{changed} of {total} patients, {orders_changed} orders' notes and"
-        f" {messages_changed} queued messages and {numbers_changed} staff SMS numbers"
+        f" {messages_changed} queued messages, {numbers_changed} staff SMS numbers and"
+        f" {pharmacy_changed} pharmacy secrets, exchange logs and dosage texts"
         " re-encrypted with the active key"
     )
