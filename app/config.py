@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     lake_url: str | None = None
     # Port of the Dagster UI `portal up` starts on 127.0.0.1 (DAGSTER_HOME: DATA_DIR/dagster).
     dagster_port: int = Field(default=3000, ge=1, le=65535)
+    # Port of the reference pharmacy (a FHIR R4 stand-in, devtools/pharmacy.py) that `portal
+    # up` starts on 127.0.0.1; 0 starts none. Its dispensing delay: PHARMACY_REFERENCE_DISPENSE_
+    # DELAY_SECONDS (negative: never dispenses).
+    pharmacy_reference_port: int = Field(default=8700, ge=0, le=65535)
+    pharmacy_reference_dispense_delay_seconds: float = Field(default=20.0, le=86400)
 
     @property
     def lake(self) -> str:
