@@ -15,6 +15,13 @@ def due_submissions(sessions: sessionmaker[Session]) -> int:
         return service.due_count(session, now=utcnow())
 
 
+def delivery_wanted(sessions: sessionmaker[Session]) -> int:
+    """Submissions due, plus dead letters whose alert is not open yet (a delivery run opens
+    it): held items are announced within a tick even when nothing else is due."""
+    with sessions.begin() as session:
+        return service.due_count(session, now=utcnow()) + service.unalerted_dead_letters(session)
+
+
 @dg.op(description="Send every due submission to its pharmacy; retries and dead letters.")
 def deliver_pharmacy_submissions(context: dg.OpExecutionContext, database: PortalDatabase) -> int:
     sessions = database.sessions()
@@ -47,7 +54,7 @@ def deliver_pharmacy_submissions_job() -> None:
 def pharmacy_submissions_due(
     context: dg.SensorEvaluationContext, database: PortalDatabase
 ) -> dg.SensorResult:
-    due = due_submissions(database.sessions())
+    due = delivery_wanted(database.sessions())
     if not due:
         return dg.SensorResult(skip_reason="no prescription submission is due")
     unfinished = context.instance.get_runs(

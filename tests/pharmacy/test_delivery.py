@@ -296,8 +296,12 @@ def test_without_a_pharmacy_the_items_are_held_with_an_alert_until_one_is_config
     order = paid_prescription_order(client, db, doctor, prescription_product(client, admin))
     (held,) = submissions_of(db, order["id"])
     assert (held.status, held.pharmacy_id, held.last_error) == ("dead_letter", None, NO_PHARMACY)
+    # Nothing is due, yet the sensor has a reason to run: a dead letter nobody was told of.
+    assert service.due_count(db, now=utcnow()) == 0
+    assert service.unalerted_dead_letters(db) == 1
     flows.deliver_due(sessions)
     assert any(str(held.id) in a.key for a in _pharmacy_alerts(db))
+    assert service.unalerted_dead_letters(db) == 0
     view = client.get(f"/api/v1/orders/{order['id']}", headers=admin).json()
     assert view["pharmacy"][0]["status"] == "dead_letter"
 
@@ -494,3 +498,71 @@ def test_submissions_are_not_deleted_by_the_application(db: Session) -> None:
     with pytest.raises(ProgrammingError), db.begin_nested():
         db.execute(text("DELETE FROM pharmacy_submissions"))
     assert PharmacySubmission.__tablename__ == "pharmacy_submissions"
+
+
+def test_a_submission_that_cannot_be_built_is_dead_lettered_and_does_not_block_others(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    sessions: sessionmaker[Session],
+    pharmacy_double: PharmacyState,
+) -> None:
+    create_pharmacy(client, admin, NAME, BASE_URL)
+    broken = paid_prescription_order(client, db, doctor, prescription_product(client, admin))
+    fine = paid_prescription_order(client, db, doctor, prescription_product(client, admin))
+    # The patient's name sealed for another field: it no longer decrypts.
+    db.execute(
+        text("UPDATE patients SET name_encrypted = email_encrypted WHERE id = :id"),
+        {"id": broken["patient"]["id"]},
+    )
+    db.commit()
+    report = flows.deliver_due(sessions)
+    assert (report.claimed, report.delivered, report.dead_lettered) == (2, 1, 1)
+    (dead,) = submissions_of(db, broken["id"])
+    assert dead.status == "dead_letter"
+    assert dead.last_error == ("the submission could not be built (PhiKeyError); fix, then re-send")
+    assert submissions_of(db, fine["id"])[0].status == "accepted"
+
+
+def test_key_rotation_reseals_pharmacy_secrets_exchange_bodies_and_sigs(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    sessions: sessionmaker[Session],
+    pharmacy_double: PharmacyState,
+) -> None:
+    from app.models import OrderItem, Pharmacy, PharmacyLog
+    from tests.fixtures.patients import second_phi_key
+
+    create_pharmacy(client, admin, NAME, BASE_URL)
+    order = paid_prescription_order(client, db, doctor, prescription_product(client, admin))
+    flows.drain(sessions)
+    with second_phi_key():
+        changed = service.rotate_pharmacy_keys(db, batch=1)
+        assert changed >= 3  # the pharmacy, its logs, the order item
+        assert service.rotate_pharmacy_keys(db) == 0  # nothing left on the old key
+        db.flush()
+        sealed = [
+            *db.scalars(
+                select(Pharmacy.api_key_encrypted).where(Pharmacy.api_key_encrypted.is_not(None))
+            ),
+            *db.scalars(
+                select(PharmacyLog.request_body_encrypted).where(
+                    PharmacyLog.request_body_encrypted.is_not(None)
+                )
+            ),
+            *db.scalars(
+                select(OrderItem.dosage_text_encrypted).where(
+                    OrderItem.dosage_text_encrypted.is_not(None)
+                )
+            ),
+        ]
+        assert sealed and all(value.startswith("enc1:k2:") for value in sealed)
+        # Still readable: the logs decrypt, and the order shows its sig.
+        (submission,) = submissions_of(db, order["id"])
+        logs = client.get(f"{SUBMISSIONS}/{submission.id}/logs", headers=admin)
+        assert logs.status_code == 200 and logs.json()[0]["request_body"]
+        view = client.get(f"/api/v1/orders/{order['id']}", headers=admin).json()
+        assert view["items"][0]["dosage_text"].startswith("Take 1 capsule")
