@@ -566,3 +566,54 @@ def test_key_rotation_reseals_pharmacy_secrets_exchange_bodies_and_sigs(
         assert logs.status_code == 200 and logs.json()[0]["request_body"]
         view = client.get(f"/api/v1/orders/{order['id']}", headers=admin).json()
         assert view["items"][0]["dosage_text"].startswith("Take 1 capsule")
+
+
+def test_an_order_cannot_be_cancelled_while_its_prescription_is_being_sent(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    sessions: sessionmaker[Session],
+    pharmacy_double: PharmacyState,
+) -> None:
+    create_pharmacy(client, admin, NAME, BASE_URL)
+    order = paid_prescription_order(client, db, doctor, prescription_product(client, admin))
+    with sessions.begin() as session:
+        assert len(service.claim_due(session, now=utcnow(), limit=10)) == 1
+    response = client.post(f"/api/v1/orders/{order['id']}/cancel", headers=doctor)
+    assert response.status_code == 409, response.text
+    assert response.json()["type"] == "/problems/pharmacy-submission-in-flight"
+    assert _order_status(db, order["id"]) == "paid"
+    assert not _outbox_has(db, _refund_key(db, order["id"]))
+    assert submissions_of(db, order["id"])[0].status == "sending"
+
+
+def test_submissions_are_listed_by_status_in_keyset_pages(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    pharmacy_double: PharmacyState,
+) -> None:
+    create_pharmacy(client, admin, NAME, BASE_URL)
+    product = prescription_product(client, admin)
+    orders = [paid_prescription_order(client, db, doctor, product)["id"] for _ in range(3)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"status": "pending", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(SUBMISSIONS, params=params, headers=admin)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen += [s["order_id"] for s in body["items"]]
+        assert all(s["status"] == "pending" for s in body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert set(orders) <= set(seen) and len(seen) == len(set(seen))
+    assert client.get(SUBMISSIONS, params={"status": "lost"}, headers=admin).status_code == 422
+    bad_cursor = client.get(SUBMISSIONS, params={"cursor": "not-a-cursor"}, headers=admin)
+    assert bad_cursor.status_code in (400, 422)
+    missing = client.post(f"{SUBMISSIONS}/{uuid.uuid4()}/resend", headers=admin)
+    assert missing.status_code == 404
+    assert client.get(f"{SUBMISSIONS}/{uuid.uuid4()}/logs", headers=admin).status_code == 404
