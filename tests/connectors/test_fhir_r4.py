@@ -199,3 +199,24 @@ def test_an_unknown_external_id_is_permanent(reference_pharmacy: ReferencePharma
         connector(reference_pharmacy, []).fetch_status(submission(18), "nosuchid")
     with pytest.raises(PermanentError, match="not a MedicationRequest id"):
         connector(reference_pharmacy, []).fetch_status(submission(18), "../x?y")
+
+
+def test_the_reference_pharmacy_refuses_what_is_not_a_transaction(
+    reference_pharmacy: ReferencePharmacy,
+) -> None:
+    http = reference_pharmacy.http
+    not_json = http.post("/", content=b"{", headers={"Content-Type": "application/fhir+json"})
+    assert not_json.status_code == 400
+    assert not_json.json()["issue"][0]["code"] == "structure"
+    batch = http.post("/", json={"resourceType": "Bundle", "type": "batch", "entry": []})
+    assert batch.status_code == 400
+    assert batch.json()["issue"][0]["expression"] == ["Bundle.type"]
+    bundle = connector(reference_pharmacy, []).transaction_bundle(submission(20))
+    del bundle["entry"][0]["request"]["ifNoneExist"]
+    unconditional = http.post("/", json=bundle)
+    assert unconditional.status_code == 422
+    assert "ifNoneExist" in unconditional.json()["issue"][0]["diagnostics"]
+    assert http.post("/_control/faults", content=b"[").status_code == 400
+    assert http.post("/_control/faults", json={"error_rate": 2}).status_code == 400
+    assert http.post("/_control/settings", json={"oauth_clients": [1]}).status_code == 400
+    assert reference_pharmacy.stats()["distinct_requests"] == 0
