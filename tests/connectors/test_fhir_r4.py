@@ -167,6 +167,7 @@ def test_dispensed_requests_are_read_back_and_cannot_be_cancelled(
     assert status.status == PharmacyStatus.DISPENSED
     assert len(status.dispenses) == 2
     assert {d["status"] for d in status.dispenses} == {"completed"}
+    assert conn.submit(sent).status == PharmacyStatus.DISPENSED
     with pytest.raises(NotCancellable):
         conn.cancel(sent, result.external_id)
     assert reference_pharmacy.stats()["cancelled"] == 0
@@ -182,6 +183,7 @@ def test_a_request_is_cancelled_before_it_is_dispensed(
     conn.cancel(sent, result.external_id)
     conn.cancel(sent, result.external_id)  # twice is harmless
     assert conn.fetch_status(sent, result.external_id).status == PharmacyStatus.CANCELLED
+    assert conn.submit(sent).status == PharmacyStatus.CANCELLED  # a late re-send changes nothing
     assert reference_pharmacy.stats()["cancelled"] == 2
     # The pharmacy refuses itself too, once dispensed (409 with an OperationOutcome).
     reference_pharmacy.settings(dispense_delay_seconds=0)
