@@ -4,9 +4,9 @@ import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.models.status import (
     PharmacyAuthKind,
@@ -19,20 +19,12 @@ from app.schemas import StrictInput
 MAX_MAPPING_BYTES = 16_384
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http(s) URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not carry credentials; use the auth settings")
-    if parts.query or parts.fragment:
-        raise ValueError("must not carry a query or a fragment")
-    return value.rstrip("/")
-
-
 def _small_mapping(value: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(value)) > MAX_MAPPING_BYTES:
+    text = json.dumps(value)
+    if len(text) > MAX_MAPPING_BYTES:
         raise ValueError(f"must be at most {MAX_MAPPING_BYTES} bytes of JSON")
+    if "\\u0000" in text:  # PostgreSQL's jsonb cannot store U+0000
+        raise ValueError("must not contain the NUL character (U+0000)")
     return value
 
 
@@ -40,7 +32,16 @@ PharmacyName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 ConnectorName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-HttpUrl = Annotated[str, StringConstraints(min_length=8, max_length=500), AfterValidator(_http_url)]
+# http(s), a host name or address and a port, a path; no credentials, query or fragment (the
+# auth settings carry credentials).
+HttpUrl = Annotated[
+    str,
+    StringConstraints(
+        max_length=500,
+        pattern=r"^https?://[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[0-9]{1,5})?"
+        r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$",
+    ),
+]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[\x21-\x7e]+$")]
 ClientId = Annotated[
@@ -87,30 +88,35 @@ class PharmacyCreate(PharmacyFields):
     )
 
 
-class PharmacyUpdate(PharmacyFields):
-    """Only the fields given change; `null` clears an optional one."""
+# A field that may be left out of an update but never set to null (the schema shows no null).
+NotNull = SkipJsonSchema[None]
+NOT_NULL = (
+    "name",
+    "connector",
+    "base_url",
+    "auth_kind",
+    "mapping",
+    "timeout_seconds",
+    "active",
+    "is_default",
+)
 
-    name: PharmacyName | None = None
-    connector: ConnectorName | None = None
-    base_url: HttpUrl | None = None
-    auth_kind: PharmacyAuthKind | None = None
-    mapping: Mapping | None = None
-    timeout_seconds: Timeout | None = None
-    active: bool | None = Field(default=None, strict=True)
-    is_default: bool | None = Field(default=None, strict=True)
+
+class PharmacyUpdate(PharmacyFields):
+    """Only the fields given change; `null` clears an optional one (the others take no null)."""
+
+    name: PharmacyName | NotNull = None
+    connector: ConnectorName | NotNull = None
+    base_url: HttpUrl | NotNull = None
+    auth_kind: PharmacyAuthKind | NotNull = None
+    mapping: Mapping | NotNull = None
+    timeout_seconds: Timeout | NotNull = None
+    active: Annotated[bool, Field(strict=True)] | NotNull = None
+    is_default: Annotated[bool, Field(strict=True)] | NotNull = None
 
     @model_validator(mode="after")
     def _required_stay_set(self) -> PharmacyUpdate:
-        for name in (
-            "name",
-            "connector",
-            "base_url",
-            "auth_kind",
-            "mapping",
-            "timeout_seconds",
-            "active",
-            "is_default",
-        ):
+        for name in NOT_NULL:
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self

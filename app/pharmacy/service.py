@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from app.errors import (
     PortalError,
 )
 from app.models import (
+    Alert,
     Order,
     OrderItem,
     Patient,
@@ -47,6 +48,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.models.order_item import dosage_text_context
 from app.models.status import (
+    AlertTopic,
     PharmacyAuthKind,
     PharmacyExchangeOutcome,
     PharmacyOperation,
@@ -600,9 +602,30 @@ def claim_due(
         row.claim_token = token
         row.attempts += 1
         row.updated_at = now
-        claimed.append(_work(session, row, token))
+        claimed.append(_claimed_work(session, row, token))
     session.flush()
     return claimed
+
+
+def _claimed_work(session: Session, row: PharmacySubmission, token: uuid.UUID) -> Work:
+    """The claimed row's work; one that cannot even be built (a record gone missing, a key
+    not configured) becomes a dead letter saying so, instead of failing every claim with it."""
+    try:
+        with session.begin_nested():
+            return _work(session, row, token)
+    except Exception as exc:  # the reason's type only: its text may carry what was read
+        return Work(
+            submission_id=row.id,
+            order_id=row.order_id,
+            pharmacy_id=row.pharmacy_id,
+            pharmacy_name=None,
+            claim_token=token,
+            attempt=row.attempts,
+            config=None,
+            submission=None,
+            external_id=row.external_id,
+            problem=f"the submission could not be built ({type(exc).__name__}); fix, then re-send",
+        )
 
 
 def claim_pollable(session: Session, *, now: datetime, limit: int) -> list[Work]:
@@ -924,6 +947,25 @@ def dead_letter_conditions(session: Session) -> list[Condition]:
     return conditions
 
 
+def unalerted_dead_letters(session: Session) -> int:
+    """Dead letters without an open alert yet (e.g. items held at payment for want of a
+    pharmacy): the sensor runs a delivery for them, which opens their alerts."""
+    key = func.concat(DEAD_LETTER_KEY_PREFIX, func.cast(PharmacySubmission.id, String))
+    alerted = (
+        select(Alert.id)
+        .where(Alert.topic == AlertTopic.PHARMACY, Alert.cleared_at.is_(None), Alert.key == key)
+        .exists()
+    )
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(PharmacySubmission)
+            .where(PharmacySubmission.status == Status.DEAD_LETTER, ~alerted)
+        )
+        or 0
+    )
+
+
 # -- admin --------------------------------------------------------------------------------------
 def get_submission(session: Session, submission_id: uuid.UUID) -> PharmacySubmission:
     row = session.get(PharmacySubmission, submission_id)
@@ -1011,11 +1053,8 @@ def _names(session: Session, ids: set[uuid.UUID | None]) -> dict[uuid.UUID | Non
     wanted = [i for i in ids if i is not None]
     if not wanted:
         return {}
-    return dict(
-        session.execute(select(Pharmacy.id, Pharmacy.name).where(Pharmacy.id.in_(wanted)))
-        .tuples()
-        .all()
-    )
+    rows = session.execute(select(Pharmacy.id, Pharmacy.name).where(Pharmacy.id.in_(wanted)))
+    return {pharmacy_id: name for pharmacy_id, name in rows}
 
 
 def submission_out(row: PharmacySubmission, pharmacy_name: str | None) -> SubmissionOut:
