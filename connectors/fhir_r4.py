@@ -198,9 +198,14 @@ class FhirR4Connector:
                 raise PermanentError("the pharmacy's answer names no MedicationRequest id")
             ids.append(str(resource_id))
             statuses.append(str(resource.get("status") or "active"))
+        # A re-sent submission answers what the pharmacy holds, which may have moved on.
         status = PharmacyStatus.ACCEPTED
-        if statuses and all(value in _REFUSED_STATUSES for value in statuses):
+        if all(value in _REFUSED_STATUSES for value in statuses):
             status = PharmacyStatus.REJECTED
+        elif all(value == "cancelled" for value in statuses):
+            status = PharmacyStatus.CANCELLED
+        elif all(value == "completed" for value in statuses):
+            status = PharmacyStatus.DISPENSED
         return SubmitResult(external_id=",".join(ids), status=status, message=None)
 
     def fetch_status(self, submission: Submission, external_id: str) -> StatusResult:

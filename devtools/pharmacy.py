@@ -673,9 +673,19 @@ def _number(body: dict[str, Any], key: str, default: float, low: float, high: fl
     return float(value)
 
 
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await _json_body(request)
+    except ValueError:
+        raise web.HTTPBadRequest(text="a JSON object is expected") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="a JSON object is expected")
+    return body
+
+
 async def control_faults(request: web.Request) -> web.Response:
     pharmacy: Pharmacy = request.app["pharmacy"]
-    body = await request.json()
+    body = await _control_body(request)
     with pharmacy.lock:
         current = pharmacy.faults
         faults = Faults(
@@ -695,7 +705,7 @@ async def control_faults(request: web.Request) -> web.Response:
 
 async def control_settings(request: web.Request) -> web.Response:
     pharmacy: Pharmacy = request.app["pharmacy"]
-    body = await request.json()
+    body = await _control_body(request)
     with pharmacy.lock:
         settings = pharmacy.settings
         if "dispense_delay_seconds" in body:
@@ -708,9 +718,10 @@ async def control_settings(request: web.Request) -> web.Response:
         if "api_key" in body:
             settings.api_key = None if body["api_key"] is None else str(body["api_key"])
         if "oauth_clients" in body:
-            settings.oauth_clients = {
-                str(k): str(v) for k, v in dict(body["oauth_clients"] or {}).items()
-            }
+            clients = body["oauth_clients"] or {}
+            if not isinstance(clients, dict):
+                raise web.HTTPBadRequest(text="oauth_clients must be an object")
+            settings.oauth_clients = {str(k): str(v) for k, v in clients.items()}
         if "token_lifetime_seconds" in body:
             settings.token_lifetime_seconds = int(
                 _number(body, "token_lifetime_seconds", 0, 1, 86400)

@@ -167,6 +167,7 @@ def test_dispensed_requests_are_read_back_and_cannot_be_cancelled(
     assert status.status == PharmacyStatus.DISPENSED
     assert len(status.dispenses) == 2
     assert {d["status"] for d in status.dispenses} == {"completed"}
+    assert conn.submit(sent).status == PharmacyStatus.DISPENSED
     with pytest.raises(NotCancellable):
         conn.cancel(sent, result.external_id)
     assert reference_pharmacy.stats()["cancelled"] == 0
@@ -182,6 +183,7 @@ def test_a_request_is_cancelled_before_it_is_dispensed(
     conn.cancel(sent, result.external_id)
     conn.cancel(sent, result.external_id)  # twice is harmless
     assert conn.fetch_status(sent, result.external_id).status == PharmacyStatus.CANCELLED
+    assert conn.submit(sent).status == PharmacyStatus.CANCELLED  # a late re-send changes nothing
     assert reference_pharmacy.stats()["cancelled"] == 2
     # The pharmacy refuses itself too, once dispensed (409 with an OperationOutcome).
     reference_pharmacy.settings(dispense_delay_seconds=0)
@@ -199,3 +201,24 @@ def test_an_unknown_external_id_is_permanent(reference_pharmacy: ReferencePharma
         connector(reference_pharmacy, []).fetch_status(submission(18), "nosuchid")
     with pytest.raises(PermanentError, match="not a MedicationRequest id"):
         connector(reference_pharmacy, []).fetch_status(submission(18), "../x?y")
+
+
+def test_the_reference_pharmacy_refuses_what_is_not_a_transaction(
+    reference_pharmacy: ReferencePharmacy,
+) -> None:
+    http = reference_pharmacy.http
+    not_json = http.post("/", content=b"{", headers={"Content-Type": "application/fhir+json"})
+    assert not_json.status_code == 400
+    assert not_json.json()["issue"][0]["code"] == "structure"
+    batch = http.post("/", json={"resourceType": "Bundle", "type": "batch", "entry": []})
+    assert batch.status_code == 400
+    assert batch.json()["issue"][0]["expression"] == ["Bundle.type"]
+    bundle = connector(reference_pharmacy, []).transaction_bundle(submission(20))
+    del bundle["entry"][0]["request"]["ifNoneExist"]
+    unconditional = http.post("/", json=bundle)
+    assert unconditional.status_code == 422
+    assert "ifNoneExist" in unconditional.json()["issue"][0]["diagnostics"]
+    assert http.post("/_control/faults", content=b"[").status_code == 400
+    assert http.post("/_control/faults", json={"error_rate": 2}).status_code == 400
+    assert http.post("/_control/settings", json={"oauth_clients": [1]}).status_code == 400
+    assert reference_pharmacy.stats()["distinct_requests"] == 0
