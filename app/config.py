@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     pharmacy_claim_lease_seconds: float = Field(default=300, ge=5, le=3600)
     # How long a prescription sent to a pharmacy may be dispensed (dispenseRequest validity).
     pharmacy_prescription_validity_days: int = Field(default=365, ge=1, le=3650)
+    # Submissions one delivery run sends at once (threads; each waits on its pharmacy).
+    pharmacy_delivery_concurrency: int = Field(default=4, ge=1, le=32)
     # Submitted or accepted prescriptions are polled at most this often.
     pharmacy_poll_interval_seconds: float = Field(default=60, ge=0, le=86400)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.actor import Actor
 from app.alerts.flows import sync_alerts
 from app.audit import service as audit
+from app.config import get_settings
 from app.models.base import utcnow
 from app.models.status import (
     AlertTopic,
@@ -126,36 +128,55 @@ def deliver_due(
     limit: int = 50,
     now: datetime | None = None,
     connectors: ConnectorFactory = registry.get_connector,
+    concurrency: int | None = None,
 ) -> DeliveryReport:
-    """Claim due submissions (one short transaction), send each with no lock held, record each
-    outcome in a transaction of its own; then sync the dead-letter alerts."""
+    """Claim due submissions (one short transaction), send them with no lock held (up to
+    PHARMACY_DELIVERY_CONCURRENCY at once, so one slow pharmacy does not hold up the queue),
+    record each outcome in a transaction of its own as it arrives; then sync the dead-letter
+    alerts. Only this thread touches the database."""
     report = DeliveryReport()
     with sessions.begin() as session:
         claimed = service.claim_due(session, now=now or utcnow(), limit=limit)
     report.claimed = len(claimed)
-    for work in claimed:
+    workers = max(1, min(concurrency or get_settings().pharmacy_delivery_concurrency, len(claimed)))
+
+    def send(work: Work) -> tuple[Work, Sent, list[Exchange]]:
         exchanges: list[Exchange] = []
-        sent = _send(work, connectors, exchanges)
-        error: BaseException | None = None
-        if sent.error is not None:
-            error = PermanentError(sent.error) if sent.permanent else TransientError(sent.error)
-        with sessions.begin() as session:
-            report.exchanges += _record_exchanges(
-                session, work, PharmacyOperation.SUBMIT, exchanges, error
-            )
-            status = service.record_delivery(session, SYSTEM, work, sent)
-        if sent.status is None and status not in (Status.PENDING, Status.DEAD_LETTER):
-            report.lost_claims += 1
-        elif status == Status.DEAD_LETTER:
-            report.dead_lettered += 1
-            report.errors.append(sent.error or "")
-        elif status == Status.PENDING:
-            report.retried += 1
-            report.errors.append(sent.error or "")
-        else:
-            report.delivered += 1
+        return work, _send(work, connectors, exchanges), exchanges
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pharmacy-send") as pool:
+        for future in as_completed([pool.submit(send, work) for work in claimed]):
+            work, sent, exchanges = future.result()
+            _record_send(sessions, work, sent, exchanges, report)
     sync_dead_letter_alerts(sessions)
     return report
+
+
+def _record_send(
+    sessions: sessionmaker[Session],
+    work: Work,
+    sent: Sent,
+    exchanges: list[Exchange],
+    report: DeliveryReport,
+) -> None:
+    error: BaseException | None = None
+    if sent.error is not None:
+        error = PermanentError(sent.error) if sent.permanent else TransientError(sent.error)
+    with sessions.begin() as session:
+        report.exchanges += _record_exchanges(
+            session, work, PharmacyOperation.SUBMIT, exchanges, error
+        )
+        status = service.record_delivery(session, SYSTEM, work, sent)
+    if status == Status.DEAD_LETTER:
+        report.dead_lettered += 1
+        report.errors.append(sent.error or "")
+    elif status == Status.PENDING:
+        report.retried += 1
+        report.errors.append(sent.error or "")
+    elif sent.status is None or status == Status.SENDING:
+        report.lost_claims += 1  # another worker holds it now, or it was cancelled meanwhile
+    else:
+        report.delivered += 1
 
 
 def sync_dead_letter_alerts(sessions: sessionmaker[Session]) -> None:

@@ -6,6 +6,7 @@ mid-send loses nothing and duplicates nothing."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -617,3 +618,23 @@ def test_submissions_are_listed_by_status_in_keyset_pages(
     missing = client.post(f"{SUBMISSIONS}/{uuid.uuid4()}/resend", headers=admin)
     assert missing.status_code == 404
     assert client.get(f"{SUBMISSIONS}/{uuid.uuid4()}/logs", headers=admin).status_code == 404
+
+
+def test_a_slow_pharmacy_is_sent_several_submissions_at_once(
+    client: TestClient,
+    db: Session,
+    admin: Headers,
+    doctor: Headers,
+    sessions: sessionmaker[Session],
+    pharmacy_double: PharmacyState,
+) -> None:
+    create_pharmacy(client, admin, NAME, BASE_URL)
+    product = prescription_product(client, admin)
+    orders = [paid_prescription_order(client, db, doctor, product)["id"] for _ in range(4)]
+    pharmacy_double.submit_delay_seconds = 0.5
+    started = time.monotonic()
+    report = flows.deliver_due(sessions, concurrency=4)
+    elapsed = time.monotonic() - started
+    assert report.delivered == 4
+    assert elapsed < 4 * 0.5  # in parallel, not one after the other
+    assert all(submissions_of(db, order)[0].status == "accepted" for order in orders)
