@@ -160,12 +160,33 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
 
+    # Pharmacies (app/pharmacy). A submission that fails for a reason a retry may cure is
+    # retried after a random delay in [0, min(MAX, BASE * 2^(attempt-1))] (full jitter), up to
+    # PHARMACY_MAX_ATTEMPTS sends, then dead-lettered with an alert. A worker's claim on a
+    # submission lasts PHARMACY_CLAIM_LEASE_SECONDS (longer than any pharmacy timeout): a
+    # worker killed mid-send loses nothing, its submission is sent again after the lease.
+    pharmacy_max_attempts: int = Field(default=8, ge=1, le=50)
+    pharmacy_backoff_base_seconds: float = Field(default=5, gt=0, le=3600)
+    pharmacy_backoff_max_seconds: float = Field(default=3600, gt=0, le=86400)
+    pharmacy_claim_lease_seconds: float = Field(default=300, ge=5, le=3600)
+    # How long a prescription sent to a pharmacy may be dispensed (dispenseRequest validity).
+    pharmacy_prescription_validity_days: int = Field(default=365, ge=1, le=3650)
+    # Submissions one delivery run sends at once (threads; each waits on its pharmacy).
+    pharmacy_delivery_concurrency: int = Field(default=4, ge=1, le=32)
+    # Submitted or accepted prescriptions are polled at most this often.
+    pharmacy_poll_interval_seconds: float = Field(default=60, ge=0, le=86400)
+
     # The data platform (pipelines/). The lake of Parquet files the marts are exported to
     # (`<lake>/<mart>/month=YYYY-MM/`): a folder, or `s3://bucket/prefix` in production
     # (credentials from the usual AWS environment). Default: DATA_DIR/lake.
     lake_url: str | None = None
     # Port of the Dagster UI `portal up` starts on 127.0.0.1 (DAGSTER_HOME: DATA_DIR/dagster).
     dagster_port: int = Field(default=3000, ge=1, le=65535)
+    # Port of the reference pharmacy (a FHIR R4 stand-in, devtools/pharmacy.py) that `portal
+    # up` starts on 127.0.0.1; 0 starts none. Its dispensing delay: PHARMACY_REFERENCE_DISPENSE_
+    # DELAY_SECONDS (negative: never dispenses).
+    pharmacy_reference_port: int = Field(default=8700, ge=0, le=65535)
+    pharmacy_reference_dispense_delay_seconds: float = Field(default=20.0, le=86400)
 
     @property
     def lake(self) -> str:

@@ -8,13 +8,16 @@ goes back up; that is what keeps concurrent writers from deadlocking:
 2. the self-order advisory lock on a patient's e-mail (before the patient, order and lots);
 3. a payment (the webhook and the refund record start here);
 4. an order (one by id, or a batch of unpaid ones past their window, SKIP LOCKED);
+4b. the order's pharmacy submissions, in id order (cancelling a paid order);
 5. lots, all of them in one statement, in lot-id order (reservation, release, fulfilment);
 6. an alert topic's advisory lock (app.alerts.flows.sync_alerts), so one sweep of a topic at a
    time opens and clears its alerts; taken after anything above, held until the commit.
 
 Taken alone, never together with the above: a product (catalog edits), a lot's status change,
 a user, a patient (edits and key rotation, in id order), a checkout link (date-of-birth
-guesses) and the outbox claim (SKIP LOCKED, no lock held while delivering).
+guesses), the outbox claim (SKIP LOCKED, no lock held while delivering), a pharmacy (edits;
+the default one's change locks the current default too, in id order), the pharmacy
+submissions' claim (SKIP LOCKED) and one pharmacy submission (recording a delivery or a poll).
 
 The audit chain's advisory lock is taken last of all, by the sealer alone, in a transaction of
 its own: writing an audit row takes no lock. No lock is ever held across a call to Stripe, a
@@ -31,8 +34,18 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.models import CheckoutLink, Lot, Order, OutboxMessage, Payment, Product, User
-from app.models.status import OutboxStatus
+from app.models import (
+    CheckoutLink,
+    Lot,
+    Order,
+    OutboxMessage,
+    Payment,
+    Pharmacy,
+    PharmacySubmission,
+    Product,
+    User,
+)
+from app.models.status import OutboxStatus, PharmacySubmissionStatus
 
 # Arbitrary constants naming the advisory locks (the first key of a pair, or the only key).
 SELF_ORDER_LOCK = 0x5053_4F4C  # "PSOL"
@@ -139,6 +152,23 @@ def in_id_batches(
         last = getattr(rows[-1], id_column.key)
 
 
+# -- 4b. an order's pharmacy submissions -----------------------------------------------------
+def pharmacy_submissions_of_order(
+    session: Session, order_id: uuid.UUID
+) -> list[PharmacySubmission]:
+    """The order's submissions, locked in id order and re-read (a delivery or a poll may have
+    moved them since they were last loaded)."""
+    return list(
+        session.scalars(
+            select(PharmacySubmission)
+            .where(PharmacySubmission.order_id == order_id)
+            .order_by(PharmacySubmission.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
 # -- 5. lots --------------------------------------------------------------------------------
 def lots_where(session: Session, condition: ColumnElement[bool]) -> None:
     """Lock lots in one statement, in id order, before releasing any.
@@ -186,6 +216,52 @@ def row_of(query: Select[*Columns]) -> Select[*Columns]:
 def checkout_link(session: Session, link: CheckoutLink) -> None:
     """Re-read the link's counters under its row lock."""
     session.refresh(link, with_for_update=True)
+
+
+def pharmacy(session: Session, pharmacy_id: uuid.UUID) -> Pharmacy | None:
+    return session.get(Pharmacy, pharmacy_id, with_for_update=True, populate_existing=True)
+
+
+def pharmacies_where(session: Session, condition: ColumnElement[bool]) -> list[Pharmacy]:
+    """Pharmacies matching `condition` (e.g. the current default and the one becoming it),
+    locked in one statement, in id order."""
+    return list(
+        session.scalars(
+            select(Pharmacy)
+            .where(condition)
+            .order_by(Pharmacy.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def claim_due_pharmacy_submissions(
+    session: Session, *, now: datetime, limit: int
+) -> list[PharmacySubmission]:
+    """Submissions due now: pending ones whose retry time has come, and `sending` ones whose
+    worker's lease lapsed (it died mid-send). Rows another worker is claiming are skipped."""
+    due = or_(
+        (PharmacySubmission.status == PharmacySubmissionStatus.PENDING)
+        & (PharmacySubmission.next_attempt_at <= now),
+        (PharmacySubmission.status == PharmacySubmissionStatus.SENDING)
+        & (PharmacySubmission.claimed_until < now),
+    )
+    return list(
+        session.scalars(
+            select(PharmacySubmission)
+            .where(due)
+            .order_by(PharmacySubmission.next_attempt_at, PharmacySubmission.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def pharmacy_submission(session: Session, submission_id: uuid.UUID) -> PharmacySubmission | None:
+    return session.get(
+        PharmacySubmission, submission_id, with_for_update=True, populate_existing=True
+    )
 
 
 def try_audit_chain(session: Session) -> bool:

@@ -26,6 +26,7 @@ from app.outbox.routes import router as outbox_router
 from app.patients.routes import router as patients_router
 from app.payments.reconciliation_routes import router as reconciliation_router
 from app.payments.routes import router as payments_router
+from app.pharmacy.routes import router as pharmacy_router
 from app.security import Public
 from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
@@ -251,6 +252,7 @@ def create_app() -> FastAPI:
         users_router,
         audit_router,
         alerts_router,
+        pharmacy_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -247,7 +247,7 @@ def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
 ) -> None:
     """Start the whole portal for development: database, identity provider, Stripe stand-in,
-    mail sink, API, worker, and Dagster (UI and daemon)."""
+    mail sink, reference pharmacy, API, worker, and Dagster (UI and daemon)."""
     from devtools.devstack import (
         Supervisor,
         dagster_daemon_argv,
@@ -256,6 +256,7 @@ def up(
         dagster_webserver_argv,
         identity_provider_argv,
         prepare_dagster_home,
+        reference_pharmacy_argv,
         register_stripe_webhook,
         stripe_stand_in_argv,
         venv_binary,
@@ -300,6 +301,18 @@ def up(
                 "mail-sink", [venv_binary("portal"), "mail-sink", "--port", str(settings.smtp_port)]
             )
             supervisor.wait_tcp("mail-sink", "127.0.0.1", settings.smtp_port)
+        pharmacy_port = settings.pharmacy_reference_port
+        pharmacy_line = "not started (PHARMACY_REFERENCE_PORT=0)"
+        if pharmacy_port:
+            supervisor.start(
+                "pharmacy",
+                reference_pharmacy_argv(
+                    pharmacy_port, settings.pharmacy_reference_dispense_delay_seconds
+                ),
+            )
+            pharmacy_url = f"http://127.0.0.1:{pharmacy_port}"
+            supervisor.wait_http("pharmacy", pharmacy_url + "/metadata")
+            pharmacy_line = f"{pharmacy_url}   (reference FHIR R4 pharmacy, control at /_control/)"
         supervisor.start(
             "api",
             [
@@ -360,6 +373,7 @@ def up(
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)
   Stripe              {stripe_base}   (local stand-in, webhooks to the API)
   Dagster             {dagster}   (schedules running; DAGSTER_HOME {dagster_home})
+  Pharmacy            {pharmacy_line}
   Mail                {mail_line}
   SMS                 {sms_line}
   Logs                {settings.data_dir / "logs"}

@@ -79,6 +79,19 @@ def venv_binary(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def reference_pharmacy_argv(port: int, dispense_delay_seconds: float) -> list[str]:
+    """The reference pharmacy (FHIR R4 stand-in) on 127.0.0.1:`port`."""
+    return [
+        sys.executable,
+        "-m",
+        "devtools.pharmacy",
+        "--port",
+        str(port),
+        "--dispense-delay",
+        str(dispense_delay_seconds),
+    ]
+
+
 @dataclass
 class Supervisor:
     """Starts child processes, waits for them to be ready, and stops them all together."""

@@ -13,12 +13,14 @@ from pipelines.inventory import jobs as inventory
 from pipelines.lake import assets as lake
 from pipelines.orders import jobs as orders
 from pipelines.payments import jobs as payments
+from pipelines.pharmacy import jobs as pharmacy
 from pipelines.resources import build_resources
 
 defs = dg.Definitions.merge(
     orders.defs,
     inventory.defs,
     payments.defs,
+    pharmacy.defs,
     analytics.defs,
     quality.defs,
     lake.defs,

@@ -84,7 +84,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
-    smtp_port, dagster_port = _free_port(), _free_port()
+    smtp_port, dagster_port, pharmacy_port = _free_port(), _free_port(), _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     process = subprocess.Popen(
@@ -97,6 +97,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             DATA_DIR=str(tmp_path),
             SMTP_PORT=str(smtp_port),
             DAGSTER_PORT=str(dagster_port),
+            PHARMACY_REFERENCE_PORT=str(pharmacy_port),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -117,6 +118,8 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         assert httpx.get(stripe_base + "/js.stripe.com/v3/").status_code == 200
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as smtp:  # the mail sink
             assert smtp.noop()[0] == 250
+        pharmacy = f"http://127.0.0.1:{pharmacy_port}"
+        assert httpx.get(pharmacy + "/metadata").json()["fhirVersion"] == "4.0.1"
 
         token = run_portal(fresh_db, "dev-token", "--role", "admin", OIDC_ISSUER=issuer)
         assert token.returncode == 0, token.stdout + token.stderr
@@ -194,3 +197,6 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         httpx.get(stripe_base + "/js.stripe.com/v3/", timeout=1)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", smtp_port), timeout=1)
+    assert f"http://127.0.0.1:{pharmacy_port}" in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{pharmacy_port}/metadata", timeout=1)

@@ -21,6 +21,10 @@ from app.models.status import (
     OrderStatus,
     OutboxStatus,
     PaymentStatus,
+    PharmacyAuthKind,
+    PharmacyExchangeOutcome,
+    PharmacyOperation,
+    PharmacySubmissionStatus,
     ReconciliationKind,
     ReconciliationState,
     StaffRole,
@@ -39,6 +43,10 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("reconciliation_exceptions", "ck_reconciliation_exceptions_kind"): ReconciliationKind,
     ("alerts", "ck_alerts_topic"): AlertTopic,
     ("alert_subscriptions", "ck_alert_subscriptions_topic"): AlertTopic,
+    ("pharmacies", "ck_pharmacies_auth_kind"): PharmacyAuthKind,
+    ("pharmacy_submissions", "ck_pharmacy_submissions_status"): PharmacySubmissionStatus,
+    ("pharmacy_logs", "ck_pharmacy_logs_operation"): PharmacyOperation,
+    ("pharmacy_logs", "ck_pharmacy_logs_outcome"): PharmacyExchangeOutcome,
 }
 
 
@@ -107,5 +115,7 @@ def test_the_openapi_document_lists_the_values_of_each_status(app: Any) -> None:
         AlertTopic,
         ReconciliationKind,
         ReconciliationState,
+        PharmacySubmissionStatus,
+        PharmacyAuthKind,
     ):
         assert schemas[enum.__name__]["enum"] == [member.value for member in enum]

@@ -44,7 +44,7 @@ def list_products(
     "",
     response_model=ProductOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(DuplicateValue),
+    responses=problem_responses(DuplicateValue, NotFound),
 )
 def create_product(data: ProductCreate, actor: AdminActor, session: DbSession) -> ProductOut:
     product = service.create_product(session, actor, data)
@@ -62,7 +62,7 @@ def get_product(product_id: uuid.UUID, actor: StaffActor, session: DbSession) ->
 @router.patch(
     "/{product_id}",
     response_model=ProductOut,
-    responses=problem_responses(DuplicateValue, Conflict),
+    responses=problem_responses(DuplicateValue, Conflict, NotFound),
 )
 def update_product(
     product_id: uuid.UUID, data: ProductUpdate, actor: AdminActor, session: DbSession

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 from app import locks
 from app.actor import Actor
 from app.audit import service as audit
-from app.catalog.schemas import ProductCreate, ProductUpdate
+from app.catalog.schemas import CODE_FIELDS, ProductCreate, ProductUpdate
 from app.errors import Conflict, DuplicateValue, NotFound
 from app.inventory import repository as stock
 from app.models import Product
 from app.pagination import Keyset, KeysetPage
+from app.pharmacy.service import ensure_pharmacy_exists
 
 AUDITED_FIELDS = (
     "sku",
@@ -29,6 +30,9 @@ AUDITED_FIELDS = (
     "requires_prescription",
     "perishable",
     "active",
+    "rxnorm_code",
+    "ndc_code",
+    "pharmacy_id",
 )
 
 
@@ -53,6 +57,7 @@ def _sku_taken(session: Session, sku: str, exclude: uuid.UUID | None = None) -> 
 def create_product(session: Session, actor: Actor, data: ProductCreate) -> Product:
     if _sku_taken(session, data.sku):
         raise DuplicateValue(f"a product with SKU {data.sku} already exists", field="sku")
+    ensure_pharmacy_exists(session, data.pharmacy_id)
     product = Product(**data.model_dump(), currency="usd", active=True)
     session.add(product)
     try:
@@ -71,7 +76,14 @@ def update_product(
     session: Session, actor: Actor, product_id: uuid.UUID, data: ProductUpdate
 ) -> Product:
     product = get_product(session, product_id, for_update=True)
-    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    # `null` leaves a field as it is, except the optional codes and pharmacy, which it clears.
+    changes = {
+        k: v
+        for k, v in data.model_dump(exclude_unset=True).items()
+        if v is not None or k in CODE_FIELDS
+    }
+    if changes.get("pharmacy_id") is not None:
+        ensure_pharmacy_exists(session, changes["pharmacy_id"])
     if "sku" in changes and _sku_taken(session, changes["sku"], exclude=product.id):
         raise DuplicateValue(f"a product with SKU {changes['sku']} already exists", field="sku")
     if changes.get("perishable") and not product.perishable:

@@ -14,7 +14,7 @@ import warnings
 
 import typer
 
-from app.cli import alerts, audit, db, keys, orders, payments
+from app.cli import alerts, audit, db, keys, orders, payments, pharmacy
 from app.cli.analytics import analytics
 from app.cli.serve import serve
 from app.cli.worker import worker
@@ -34,6 +34,7 @@ cli.add_typer(keys.commands, name="keys")
 cli.add_typer(orders.commands, name="orders")
 cli.add_typer(alerts.commands, name="alerts")
 cli.add_typer(payments.commands, name="payments")
+cli.add_typer(pharmacy.commands, name="pharmacy")
 cli.command("worker")(worker)
 cli.command("serve")(serve)
 cli.command("analytics")(analytics)

@@ -25,6 +25,7 @@ def keys_rotate() -> None:
     from app.orders.service import rotate_order_notes
     from app.patients.service import rotate_keys
     from app.payments.reconciliation import rotate_resolution_notes
+    from app.pharmacy.service import rotate_pharmacy_keys
 
     engine = make_engine(database_urls().app, pool_size=1)
     with Session(engine) as session, session.begin():
@@ -36,6 +37,7 @@ def keys_rotate() -> None:
         messages_changed = rotate_message_keys(session)
         numbers_changed = rotate_subscription_keys(session)
         notes_changed = rotate_resolution_notes(session)
+        pharmacy_changed = rotate_pharmacy_keys(session)
         audit.record(
             session,
             Actor.system("keys-rotate"),
@@ -48,6 +50,7 @@ def keys_rotate() -> None:
                 "messages_reencrypted": messages_changed,
                 "alert_sms_numbers_reencrypted": numbers_changed,
                 "reconciliation_notes_reencrypted": notes_changed,
+                "pharmacy_rows_reencrypted": pharmacy_changed,
                 "active_key_id": get_settings().phi_active_key_id,
             },
         )
@@ -55,5 +58,7 @@ def keys_rotate() -> None:
     console.print(
         f"{changed} of {total} patients, {orders_changed} orders' notes and"
         f" {messages_changed} queued messages, {numbers_changed} staff SMS numbers and"
-        f" {notes_changed} reconciliation notes re-encrypted with the active key"
+        f" {notes_changed} reconciliation notes,"
+        f" {pharmacy_changed} pharmacy secrets, exchange logs and dosage texts"
+        " re-encrypted with the active key"
     )

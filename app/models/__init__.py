@@ -13,6 +13,9 @@ from app.models.outbox_message import OutboxMessage
 from app.models.patient import Patient
 from app.models.payment import Payment
 from app.models.payment_refund import PaymentRefund
+from app.models.pharmacy import Pharmacy
+from app.models.pharmacy_log import PharmacyLog
+from app.models.pharmacy_submission import PharmacySubmission
 from app.models.product import Product
 from app.models.rate_limit_counter import RateLimitCounter
 from app.models.reconciliation_exception import ReconciliationException
@@ -35,6 +38,9 @@ __all__ = [
     "Patient",
     "Payment",
     "PaymentRefund",
+    "Pharmacy",
+    "PharmacyLog",
+    "PharmacySubmission",
     "Product",
     "RateLimitCounter",
     "ReconciliationException",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UUIDPrimaryKey
@@ -22,3 +22,11 @@ class OrderItem(UUIDPrimaryKey, Base):
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
     quantity: Mapped[int]
     unit_price_cents: Mapped[int]
+    # The prescriber's directions (sig) for a prescription item; health details, so encrypted
+    # like PHI (context: `order_items.dosage_text.<item id>`).
+    dosage_text_encrypted: Mapped[str | None] = mapped_column(Text)
+
+
+def dosage_text_context(order_item_id: uuid.UUID) -> str:
+    """The associated data sealing an order item's dosage text (app.phi)."""
+    return f"order_items.dosage_text.{order_item_id}"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Index, String, Text, text
+import uuid
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, UUIDPrimaryKey
@@ -38,3 +40,10 @@ class Product(UUIDPrimaryKey, CreatedAt, Base):
     requires_prescription: Mapped[bool] = mapped_column(server_default=text("false"))
     perishable: Mapped[bool] = mapped_column(server_default=text("false"))
     active: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Codes a pharmacy reads the medication by (optional; formats checked by the API).
+    rxnorm_code: Mapped[str | None] = mapped_column(String(8))
+    ndc_code: Mapped[str | None] = mapped_column(String(13))
+    # The pharmacy that fills this product; null: the default pharmacy.
+    pharmacy_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pharmacies.id", ondelete="SET NULL")
+    )

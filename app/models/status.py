@@ -170,3 +170,48 @@ class AlertState(StrEnum):
 
     OPEN = "open"
     CLEARED = "cleared"
+
+
+class PharmacySubmissionStatus(StrEnum):
+    """Where a prescription submission to a pharmacy stands (app/pharmacy/service.py moves it).
+
+    `pending` waits for delivery (or a retry), `sending` is claimed by a worker under a lease,
+    `submitted`/`accepted`/`rejected`/`dispensed`/`cancelled` mirror what the pharmacy says, and
+    `dead_letter` waits for an admin (refused for good, out of attempts, or no pharmacy).
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DISPENSED = "dispensed"
+    CANCELLED = "cancelled"
+    DEAD_LETTER = "dead_letter"
+
+
+class PharmacyAuthKind(StrEnum):
+    """How the portal authenticates to a pharmacy's API (connectors.base.AuthKind)."""
+
+    NONE = "none"
+    API_KEY = "api_key"
+    OAUTH2 = "oauth2"
+    MTLS = "mtls"
+
+
+class PharmacyOperation(StrEnum):
+    """What an exchange with a pharmacy was for (a `pharmacy_logs` row)."""
+
+    SUBMIT = "submit"
+    STATUS = "status"
+    CANCEL = "cancel"
+    HEALTHCHECK = "healthcheck"
+
+
+class PharmacyExchangeOutcome(StrEnum):
+    """How an exchange with a pharmacy ended, as the delivery understood it."""
+
+    OK = "ok"
+    TRANSIENT_ERROR = "transient_error"
+    PERMANENT_ERROR = "permanent_error"
+    NOT_CANCELLABLE = "not_cancellable"

@@ -23,6 +23,8 @@ from app.models.status import CancellationReason, OrderStatus
 from app.notifications import flows as notifications
 from app.orders import service, state
 from app.orders.schemas import OrderCreate, OrderLine
+from app.pharmacy import flows as pharmacy_flows
+from app.pharmacy import service as pharmacy
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,21 @@ def cancel_order(
     note: str | None = None,
 ) -> Order:
     """Cancel a pending or paid order: stock released, a paid one refunded through the outbox,
-    the patient e-mailed a link to the status page."""
+    the patient e-mailed a link to the status page.
+
+    A paid order whose prescriptions a pharmacy holds is cancelled there first, with no lock
+    held while the pharmacy answers; only then is the order locked, cancelled and its refund
+    queued. A pharmacy that has dispensed (409), refuses (409) or cannot be reached (503)
+    stops the cancellation with nothing changed: the money is never given back for medicine
+    that may be handed out.
+    """
+    current = service.get_visible_order(session, actor, order_id)
+    told: frozenset[uuid.UUID] = frozenset()
+    if current.status == OrderStatus.PAID:
+        told = pharmacy_flows.tell_pharmacies_order_cancelled(session, actor, order_id)
+    session.expire(current)  # re-read under the lock below
     order = service.get_visible_order(session, actor, order_id, for_update=True)
-    return _cancel(session, actor, order, reason, note)
+    return _cancel(session, actor, order, reason, note, told=told)
 
 
 def _cancel(
@@ -85,7 +99,12 @@ def _cancel(
     order: Order,
     reason: CancellationReason,
     note: str | None = None,
+    *,
+    told: frozenset[uuid.UUID] | None = None,
 ) -> Order:
+    """`told`: the submissions their pharmacies cancelled just before; None when nobody could
+    be asked first (a refund made at Stripe): what pharmacies hold gets a queued cancel."""
+    pharmacy.withdraw(session, actor, order.id, told)
     was = service.cancel(session, actor, order, reason, note)
     refunded = was == OrderStatus.PAID and refunds.refund_paid_order(session, order.id) > 0
     status_link = checkout.issue_link(session, actor, order, email=False)
@@ -107,9 +126,11 @@ def expire_unpaid_orders(
 
 
 def mark_paid(session: Session, actor: Actor, order: Order) -> Order:
-    """A payment settled the (locked) order: it is paid, and the patient is e-mailed a link to
-    its status page."""
+    """A payment settled the (locked) order: it is paid, its prescription items are queued for
+    their pharmacies (same transaction), and the patient is e-mailed a link to its status
+    page."""
     service.mark_paid(session, actor, order.id)
+    pharmacy.queue_paid_order(session, actor, order)
     status_link = checkout.issue_link(session, actor, order, email=False)
     notifications.payment_received(session, order, checkout.checkout_url(status_link))
     return order
@@ -117,8 +138,10 @@ def mark_paid(session: Session, actor: Actor, order: Order) -> Order:
 
 def cancel_refunded_at_stripe(session: Session, actor: Actor, order: Order) -> Order:
     """A paid order's money was given back in full at Stripe: it is cancelled (no refund of
-    our own is queued, Stripe's is recorded)."""
-    return cancel_order(session, actor, order.id, CancellationReason.REFUNDED_AT_STRIPE)
+    our own is queued, Stripe's is recorded). The order is already locked and the money gone,
+    so the pharmacies are not asked first: their cancels are queued (`pharmacy.withdraw`)."""
+    locked = service.get_visible_order(session, actor, order.id, for_update=True)
+    return _cancel(session, actor, locked, CancellationReason.REFUNDED_AT_STRIPE)
 
 
 def fulfil_order(session: Session, actor: Actor, order_id: uuid.UUID) -> Order:

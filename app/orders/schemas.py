@@ -7,14 +7,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.models.status import CancellationReason, OrderStatus
+from app.pharmacy.schemas import OrderPharmacyOut
 from app.schemas import Quantity, StrictInput
 
 OrderNote = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+DosageText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
 class OrderLine(StrictInput):
     product_id: uuid.UUID
     quantity: Quantity
+    dosage_text: DosageText | None = Field(
+        default=None,
+        description="Directions for a prescription product (the sig), sent to the pharmacy;"
+        " stored encrypted. Refused for other products. Without it the pharmacy is told"
+        " 'Use as directed.'",
+    )
 
 
 class OrderCreate(StrictInput):
@@ -65,6 +73,7 @@ class OrderItemOut(BaseModel):
     quantity: int
     unit_price_cents: int
     line_total_cents: int
+    dosage_text: str | None = Field(description="The sig of a prescription item")
     allocations: list[AllocationOut]
 
 
@@ -84,6 +93,11 @@ class OrderOut(BaseModel):
     cancelled_at: datetime | None
     cancellation_reason: CancellationReason | None
     cancellation_note: str | None
+    pharmacy: list[OrderPharmacyOut] = Field(
+        default_factory=list,
+        description="What each pharmacy filling the order's prescriptions did with them (the"
+        " history of each change is in the order's audit log, `order.pharmacy_*`)",
+    )
 
 
 class OrderCreated(OrderOut):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from app.errors import Conflict, NotFound
 from app.inventory import allocation
 from app.models import Lot, LotAllocation, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
+from app.models.order_item import dosage_text_context
 from app.models.status import CancellationReason, OrderStatus, PaymentStatus
 from app.orders import state
 from app.orders.schemas import (
@@ -35,6 +36,8 @@ from app.orders.schemas import (
 )
 from app.pagination import Keyset, KeysetPage
 from app.patients.service import get_visible_patient
+from app.pharmacy import service as pharmacy
+from app.pharmacy.schemas import OrderPharmacyOut
 from app.schemas import MAX_ORDER_TOTAL_CENTS
 
 
@@ -74,6 +77,27 @@ def _merge(lines: list[OrderLine]) -> dict[uuid.UUID, int]:
     return dict(quantities)
 
 
+def _dosage_texts(
+    lines: list[OrderLine], products: dict[uuid.UUID, Product]
+) -> dict[uuid.UUID, str]:
+    """The sig of each prescription product the lines give one for (one per product)."""
+    texts: dict[uuid.UUID, str] = {}
+    for line in lines:
+        if line.dosage_text is None:
+            continue
+        product = products[line.product_id]
+        if not product.requires_prescription:
+            raise Conflict(
+                f"product {product.sku} needs no prescription; it takes no dosage_text",
+                field="items",
+            )
+        if texts.setdefault(line.product_id, line.dosage_text) != line.dosage_text:
+            raise Conflict(
+                f"product {product.sku} is given two different dosage texts", field="items"
+            )
+    return texts
+
+
 def _orderable_products(session: Session, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
     products = {
         p.id: p for p in session.scalars(select(Product).where(Product.id.in_(product_ids)))
@@ -92,18 +116,25 @@ def _items(
     quantities: dict[uuid.UUID, int],
     products: dict[uuid.UUID, Product],
     keep_prices: dict[uuid.UUID, int] | None = None,
+    dosage_texts: dict[uuid.UUID, str] | None = None,
 ) -> list[OrderItem]:
     keep_prices = keep_prices or {}
-    return [
-        OrderItem(
+    dosage_texts = dosage_texts or {}
+    items = []
+    for product_id, quantity in sorted(quantities.items()):
+        item = OrderItem(
             id=uuid.uuid4(),
             order_id=order.id,
             product_id=product_id,
             quantity=quantity,
             unit_price_cents=keep_prices.get(product_id, products[product_id].price_cents),
         )
-        for product_id, quantity in sorted(quantities.items())
-    ]
+        if product_id in dosage_texts:
+            item.dosage_text_encrypted = phi.encrypt(
+                dosage_texts[product_id], dosage_text_context(item.id)
+            )
+        items.append(item)
+    return items
 
 
 def _add_items_and_reserve(
@@ -161,6 +192,8 @@ class OrderParts:
     reservations: list[allocation.Reservation]
     note: str | None
     cancellation_note: str | None = None
+    dosage_texts: dict[uuid.UUID, str] = field(default_factory=dict)  # by order item id
+    pharmacy: list[OrderPharmacyOut] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,7 +230,8 @@ def create_order(
     if data.note:
         order.note_encrypted = phi.encrypt(data.note, note_context(order.id))
     session.add(order)
-    items = _items(order, quantities, products)
+    dosage_texts = _dosage_texts(data.items, products)
+    items = _items(order, quantities, products, dosage_texts=dosage_texts)
     reservations = _add_items_and_reserve(session, actor, order, items, products)
     audit.record(
         session,
@@ -209,7 +243,14 @@ def create_order(
         redact={"note"},
     )
     lines = [(i, products[i.product_id].sku, products[i.product_id].name) for i in items]
-    return CreatedOrder(OrderParts(order, lines, reservations, data.note), patient)
+    parts = OrderParts(
+        order, lines, reservations, data.note, dosage_texts=_by_item(items, dosage_texts)
+    )
+    return CreatedOrder(parts, patient)
+
+
+def _by_item(items: list[OrderItem], texts: dict[uuid.UUID, str]) -> dict[uuid.UUID, str]:
+    return {item.id: texts[item.product_id] for item in items if item.product_id in texts}
 
 
 def _item_ids(session: Session, order_id: uuid.UUID) -> list[uuid.UUID]:
@@ -236,8 +277,15 @@ def edit_items(
     locks.lots_where(session, Lot.product_id.in_({*quantities, *(i.product_id for i in old_items)}))
     allocation.release(session, actor, order.id, [i.id for i in old_items], delete_allocations=True)
     kept_prices = {i.product_id: i.unit_price_cents for i in old_items}
+    # A line without a sig keeps the one its product had (callers that never send one).
+    dosage_texts = {
+        i.product_id: phi.decrypt(i.dosage_text_encrypted, dosage_text_context(i.id))
+        for i in old_items
+        if i.dosage_text_encrypted and i.product_id in quantities
+    }
+    dosage_texts.update(_dosage_texts(lines, products))
     session.execute(delete(OrderItem).where(OrderItem.order_id == order.id))
-    items = _items(order, quantities, products, keep_prices=kept_prices)
+    items = _items(order, quantities, products, keep_prices=kept_prices, dosage_texts=dosage_texts)
     order.updated_at = utcnow()
     _add_items_and_reserve(session, actor, order, items, products)
     audit.record(
@@ -475,7 +523,20 @@ def load_order(
         # The items are the patient's medications: every read is a PHI read, note or not.
         audit.record(session, actor, "order.read", "order", order.id)
     lines = [(item, sku, name) for item, sku, name in rows]
-    return OrderParts(order, lines, reservations, note, cancellation_note)
+    dosage_texts = {
+        item.id: phi.decrypt(item.dosage_text_encrypted, dosage_text_context(item.id))
+        for item, _, _ in rows
+        if item.dosage_text_encrypted
+    }
+    return OrderParts(
+        order,
+        lines,
+        reservations,
+        note,
+        cancellation_note,
+        dosage_texts=dosage_texts,
+        pharmacy=pharmacy.order_pharmacy_view(session, order.id),
+    )
 
 
 def order_view(parts: OrderParts) -> OrderOut:
@@ -508,6 +569,7 @@ def order_view(parts: OrderParts) -> OrderOut:
                 quantity=item.quantity,
                 unit_price_cents=item.unit_price_cents,
                 line_total_cents=item.quantity * item.unit_price_cents,
+                dosage_text=parts.dosage_texts.get(item.id),
                 allocations=allocations[item.id],
             )
             for item, sku, name in sorted(parts.lines, key=lambda line: line[1])
@@ -521,4 +583,5 @@ def order_view(parts: OrderParts) -> OrderOut:
             CancellationReason(order.cancellation_code) if order.cancellation_code else None
         ),
         cancellation_note=parts.cancellation_note,
+        pharmacy=parts.pharmacy,
     )

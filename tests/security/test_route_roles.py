@@ -126,6 +126,16 @@ EXPECTED_ROLES = {
     ("POST", "/api/v1/payments/reconciliation/exceptions/{exception_id}/resolve"): ADMIN,
     ("GET", "/api/v1/payments/reconciliation/runs"): ADMIN,
     ("POST", "/api/v1/payments/reconciliation/runs"): ADMIN,
+    ("GET", "/api/v1/pharmacies"): ADMIN,
+    ("POST", "/api/v1/pharmacies"): ADMIN,
+    ("GET", "/api/v1/pharmacies/{pharmacy_id}"): ADMIN,
+    ("PATCH", "/api/v1/pharmacies/{pharmacy_id}"): ADMIN,
+    ("DELETE", "/api/v1/pharmacies/{pharmacy_id}"): ADMIN,
+    ("POST", "/api/v1/pharmacies/{pharmacy_id}/test-connection"): ADMIN,
+    ("GET", "/api/v1/pharmacy-submissions"): ADMIN,
+    ("GET", "/api/v1/pharmacy-submissions/{submission_id}"): ADMIN,
+    ("POST", "/api/v1/pharmacy-submissions/{submission_id}/resend"): ADMIN,
+    ("GET", "/api/v1/pharmacy-submissions/{submission_id}/logs"): ADMIN,
 }
 
 
