@@ -14,6 +14,7 @@ Optional `mapping` keys (strings): `identifier_system` (MedicationRequest.identi
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -331,8 +332,6 @@ def _id_from_location(location: str) -> str | None:
 
 
 def _urn_uuid(system: str, value: str) -> str:
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{system}|{value}"))
 
 

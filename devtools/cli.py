@@ -254,6 +254,7 @@ def up(
         dagster_environment,
         dagster_storage_url,
         dagster_webserver_argv,
+        ensure_reference_pharmacy,
         identity_provider_argv,
         prepare_dagster_home,
         reference_pharmacy_argv,
@@ -312,6 +313,9 @@ def up(
             )
             pharmacy_url = f"http://127.0.0.1:{pharmacy_port}"
             supervisor.wait_http("pharmacy", pharmacy_url + "/metadata")
+            configured = ensure_reference_pharmacy(urls.app, pharmacy_url)
+            if configured:
+                console.print(configured)
             pharmacy_line = f"{pharmacy_url}   (reference FHIR R4 pharmacy, control at /_control/)"
         supervisor.start(
             "api",

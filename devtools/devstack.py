@@ -92,6 +92,57 @@ def reference_pharmacy_argv(port: int, dispense_delay_seconds: float) -> list[st
     ]
 
 
+REFERENCE_PHARMACY_NAME = "Reference pharmacy (development)"
+
+
+def ensure_reference_pharmacy(app_url: str, base_url: str) -> str | None:
+    """Configure the reference pharmacy as a `fhir_r4` pharmacy (the default one when there is
+    none), so a paid demo prescription order reaches it. Returns what was done, None when it
+    was there already (its address is updated if the port changed)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from app.actor import Actor
+    from app.db import make_engine
+    from app.models import Pharmacy
+    from app.pharmacy import service
+    from app.pharmacy.schemas import PharmacyCreate, PharmacyUpdate
+
+    actor = Actor.system("portal-up")
+    engine = make_engine(app_url, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            existing = session.scalar(
+                select(Pharmacy).where(Pharmacy.name == REFERENCE_PHARMACY_NAME)
+            )
+            if existing is not None:
+                if existing.base_url.rstrip("/") == base_url.rstrip("/"):
+                    return None
+                service.update_pharmacy(
+                    session,
+                    actor,
+                    existing.id,
+                    PharmacyUpdate(base_url=base_url),
+                )
+                return f"{REFERENCE_PHARMACY_NAME} moved to {base_url}"
+            has_default = session.scalar(select(Pharmacy.id).where(Pharmacy.is_default))
+            service.create_pharmacy(
+                session,
+                actor,
+                PharmacyCreate(
+                    name=REFERENCE_PHARMACY_NAME,
+                    connector="fhir_r4",
+                    base_url=base_url,
+                    timeout_seconds=10.0,
+                    is_default=has_default is None,
+                ),
+            )
+            role = "the default pharmacy" if has_default is None else "a pharmacy"
+            return f"{REFERENCE_PHARMACY_NAME} configured as {role}"
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class Supervisor:
     """Starts child processes, waits for them to be ready, and stops them all together."""

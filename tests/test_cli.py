@@ -84,20 +84,21 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
-    smtp_port, dagster_port, pharmacy_port = _free_port(), _free_port(), _free_port()
+    smtp_port, dagster_port = _free_port(), _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
+    pharmacy_port = _free_port()  # the reference pharmacy
     process = subprocess.Popen(
         [PORTAL, "up", "--api-port", str(api_port)],
         env=portal_env(
             fresh_db,
             OIDC_ISSUER=issuer,
             OIDC_AUDIENCE="portal-dev",
+            PHARMACY_REFERENCE_PORT=str(pharmacy_port),
             STRIPE_API_BASE=stripe_base,
             DATA_DIR=str(tmp_path),
             SMTP_PORT=str(smtp_port),
             DAGSTER_PORT=str(dagster_port),
-            PHARMACY_REFERENCE_PORT=str(pharmacy_port),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
