@@ -334,8 +334,8 @@ def tell_pharmacies_order_cancelled(
 ) -> frozenset[uuid.UUID]:
     """Before a paid order is cancelled (and refunded), the pharmacies holding its
     prescriptions cancel them. Nothing is locked meanwhile. Returns the submissions the
-    pharmacies cancelled; raises, changing nothing, when one has dispensed (409), cannot be
-    reached (503) or refuses (409)."""
+    pharmacies cancelled; raises, changing nothing but the log of the exchanges (committed),
+    when one has dispensed (409), cannot be reached (503) or refuses (409)."""
     told: set[uuid.UUID] = set()
     for row in service.cancellable_at_pharmacy(session, order_id):
         pharmacy = service.get_pharmacy(session, row.pharmacy_id) if row.pharmacy_id else None
@@ -358,6 +358,11 @@ def tell_pharmacies_order_cancelled(
             outcome=_outcome(error),
             config=config,
         )
+        if error is not None:
+            # The request is about to be refused and its transaction undone; the record of the
+            # exchange (and of any pharmacy that did cancel before this one) is kept. Nothing
+            # else has been written yet: the order is locked and cancelled only afterwards.
+            session.commit()
         if isinstance(error, NotCancellable):
             raise service.AlreadyDispensed(
                 f"{pharmacy.name} has already dispensed this prescription; the order cannot be"

@@ -1151,7 +1151,11 @@ def cancellable_at_pharmacy(session: Session, order_id: uuid.UUID) -> list[Pharm
     """Before an order is cancelled (read without a lock): refused when a pharmacy dispensed
     or a send is under way; returns the submissions the pharmacies hold, to be told first."""
     rows = list(
-        session.scalars(select(PharmacySubmission).where(PharmacySubmission.order_id == order_id))
+        session.scalars(
+            select(PharmacySubmission)
+            .where(PharmacySubmission.order_id == order_id)
+            .execution_options(populate_existing=True)  # what the poller recorded meanwhile
+        )
     )
     _refuse_cancel(rows)
     return [row for row in rows if row.status in AT_PHARMACY and row.external_id]

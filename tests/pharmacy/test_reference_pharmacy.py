@@ -142,6 +142,15 @@ def test_cancelling_tells_the_pharmacy_before_the_refund(
     assert_problem(down, 503, "/problems/pharmacy-unavailable")
     assert _refund_queued(db, order["id"]) is False
     assert submissions_of(db, order["id"])[0].status in ("submitted", "accepted")
+    # ... except the record of the failed exchange, kept although the request was refused.
+    failed_cancels = db.scalars(
+        select(PharmacyLog).where(
+            PharmacyLog.submission_id == submissions_of(db, order["id"])[0].id,
+            PharmacyLog.operation == "cancel",
+        )
+    ).all()
+    assert [log.outcome for log in failed_cancels] == ["transient_error"]
+    assert failed_cancels[0].status_code >= 500  # the injected fault
 
     reference_pharmacy.faults(error_rate=0)
     ok = client.post(f"/api/v1/orders/{order['id']}/cancel", headers=admin)
