@@ -26,6 +26,12 @@ from app.orders.schemas import (
     OrderSummary,
 )
 from app.pagination import Cursor, Limit, Page
+from app.pharmacy.service import (
+    AlreadyDispensed,
+    PharmacyRefused,
+    PharmacyUnavailable,
+    SubmissionInFlight,
+)
 from app.security import AdminActor, StaffActor
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -86,7 +92,14 @@ def edit_order(
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses=problem_responses(InvalidStateTransition, InvalidRecipient),
+    responses=problem_responses(
+        InvalidStateTransition,
+        InvalidRecipient,
+        AlreadyDispensed,
+        PharmacyRefused,
+        PharmacyUnavailable,
+        SubmissionInFlight,
+    ),
 )
 def cancel_order(
     order_id: uuid.UUID, actor: StaffActor, session: DbSession, data: OrderCancel | None = None

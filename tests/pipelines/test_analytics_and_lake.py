@@ -29,9 +29,12 @@ def built(pipeline_db: TestDatabase, lake_dir: Path) -> TestDatabase:
     from pipelines.analytics.models import portal_dbt_models
     from tests.fixtures.pipelines import pipeline_resources
 
-    result = dg.materialize(
-        [portal_dbt_models], resources=pipeline_resources(pipeline_db, lake_dir)
-    )
+    with dg.instance_for_test() as instance:  # a live instance of its own (see tests/conftest.py)
+        result = dg.materialize(
+            [portal_dbt_models],
+            resources=pipeline_resources(pipeline_db, lake_dir),
+            instance=instance,
+        )
     assert result.success
     return pipeline_db
 
@@ -43,8 +46,11 @@ def exported(built: TestDatabase, lake_dir: Path) -> dg.ExecuteInProcessResult:
 
     resources = pipeline_resources(built, lake_dir)
     month = datetime.now(UTC).strftime("%Y-%m")
-    monthly = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
-    whole = dg.materialize(whole_assets, resources=resources)
+    with dg.instance_for_test() as instance:
+        monthly = dg.materialize(
+            monthly_assets, resources=resources, partition_key=f"{month}-01", instance=instance
+        )
+        whole = dg.materialize(whole_assets, resources=resources, instance=instance)
     assert monthly.success and whole.success
     return monthly
 
@@ -110,7 +116,10 @@ def test_the_lake_export_writes_parquet_by_month_that_duckdb_reads_back(
     assert answer.stdout.splitlines()[1] == f"{orders_this_month},{products}"
 
     # Re-exporting the month replaces it: the same rows, one file, no work folders left.
-    again = dg.materialize(monthly_assets, resources=resources, partition_key=f"{month}-01")
+    with dg.instance_for_test() as instance:
+        again = dg.materialize(
+            monthly_assets, resources=resources, partition_key=f"{month}-01", instance=instance
+        )
     assert again.success
     assert len(list((lake_dir / "fct_orders" / f"month={month}").glob("*.parquet"))) == 1
     assert not [p for p in (lake_dir / "fct_orders").iterdir() if p.name.startswith(".")]
@@ -236,12 +245,13 @@ def test_a_failing_quality_check_is_reported_failed_with_its_severity_and_alerts
     from pipelines.analytics.models import portal_dbt_models
     from pipelines.analytics.quality import data_quality_checks, data_quality_job, source_tables
 
-    job = dg.Definitions(
-        assets=[portal_dbt_models, *source_tables],
-        asset_checks=[data_quality_checks],
-        jobs=[data_quality_job],
-        resources=resources,
-    ).resolve_job_def("data_quality")
+    with dg.instance_for_test():  # definitions resolved with a live instance (tests/conftest.py)
+        job = dg.Definitions(
+            assets=[portal_dbt_models, *source_tables],
+            asset_checks=[data_quality_checks],
+            jobs=[data_quality_job],
+            resources=resources,
+        ).resolve_job_def("data_quality")
     with psycopg.connect(built.owner_url) as conn:
         row = conn.execute(
             "SELECT id::text FROM lots WHERE status = 'available' ORDER BY lot_number LIMIT 1"
@@ -250,7 +260,8 @@ def test_a_failing_quality_check_is_reported_failed_with_its_severity_and_alerts
         lot_id = row[0]
         conn.execute("UPDATE lots SET quantity_on_hand = quantity_on_hand + 5 WHERE id = %s", row)
     try:
-        result = job.execute_in_process()
+        with dg.instance_for_test() as instance:
+            result = job.execute_in_process(instance=instance)
     finally:
         with psycopg.connect(built.owner_url) as conn:
             conn.execute(
