@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fixtures.database import (
     TestDatabase,
@@ -86,6 +86,15 @@ def db(app_engine: Engine) -> Iterator[Session]:
     session.close()
     transaction.rollback()
     connection.close()
+
+
+@pytest.fixture
+def sessions(db: Session) -> sessionmaker[Session]:
+    """Sessions for the worker's and the pipelines' flows on the test's connection: their
+    commits are savepoints, so everything is still rolled back after the test."""
+    return sessionmaker(
+        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
 
 
 @pytest.fixture

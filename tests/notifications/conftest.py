@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.mail_sink import MailSink
 from tests.fixtures.settings import settings_env
@@ -28,12 +27,3 @@ def mail_sink(tmp_path: Path) -> Iterator[MailSink]:
         settings_env(SMTP_HOST="127.0.0.1", SMTP_PORT=str(sink.port), SMTP_STARTTLS="false"),
     ):
         yield sink
-
-
-@pytest.fixture
-def sessions(db: Session) -> sessionmaker[Session]:
-    """Sessions for `deliver_due` on the test's connection: their commits are savepoints, so
-    everything is still rolled back after the test."""
-    return sessionmaker(
-        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-    )

@@ -37,15 +37,6 @@ from tests.fixtures.stripe import LocalStripe, signed, stripe_event
 OUTBOX = "/api/v1/outbox"
 
 
-@pytest.fixture
-def sessions(db: Session) -> sessionmaker[Session]:
-    """Sessions for `deliver_due` on the test's connection: their commits are savepoints, so
-    everything is still rolled back after the test."""
-    return sessionmaker(
-        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-
-
 def deliver_due(
     db: Session, sessions: sessionmaker[Session], handlers: dict[str, outbox.Handler]
 ) -> outbox.DeliveryReport:

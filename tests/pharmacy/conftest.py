@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.http import forget_tokens
 from tests.fixtures.pharmacy import ReferencePharmacy, run_reference_pharmacy
@@ -15,13 +14,6 @@ from tests.fixtures.pharmacy_double import pharmacy_double
 from tests.fixtures.pharmacy_orders import API_KEY
 
 __all__ = ["pharmacy_double"]
-
-
-@pytest.fixture
-def sessions(db: Session) -> sessionmaker[Session]:
-    return sessionmaker(
-        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
 
 
 @pytest.fixture(scope="session")
