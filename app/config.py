@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     # The checkout page uses Stripe's Payment Element (card and ACH). The local stand-in lacks
     # it, so development runs the page on the Card Element: `card_element`.
     stripe_checkout_ui: Literal["payment_element", "card_element"] = "payment_element"
+    # What the Payment Element asks Stripe for: card, and US bank account (ACH debit, verified
+    # through Financial Connections or micro-deposits); each must be enabled in the Stripe
+    # Dashboard. A JSON list, e.g. `["card"]` to offer cards only.
+    stripe_payment_method_types: tuple[Literal["card", "us_bank_account"], ...] = Field(
+        default=("card", "us_bank_account"), min_length=1
+    )
 
     # Patient checkout links and the cookie they are exchanged for.
     checkout_cookie_secret: str = DEV_CHECKOUT_COOKIE_SECRET
@@ -123,6 +129,14 @@ class Settings(BaseSettings):
     checkout_max_failed_attempts: int = Field(default=5, ge=1, le=20)
     # Secure cookies need HTTPS; development serves plain HTTP on loopback.
     checkout_cookie_secure: bool = True
+
+    # The storefront (`/shop`): how long a cart cookie lives, and the "my orders" links that
+    # a patient asks for with their e-mail and date of birth.
+    shop_cart_days: int = Field(default=7, ge=1, le=90)
+    patient_access_link_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    # A "my orders" request answers after at least this long, found or not (the timing must
+    # not tell whether an e-mail is known).
+    patient_access_min_response_ms: int = Field(default=400, ge=0, le=5000)
 
     # Orders: how long a patient has to pay, and how much shelf life a lot must still have.
     order_payment_ttl_hours: int = Field(default=72, ge=1, le=24 * 30)
@@ -138,6 +152,9 @@ class Settings(BaseSettings):
     rate_limit_dob_check_per_hour: int = Field(default=200, ge=0)
     rate_limit_public_catalog_per_minute: int = Field(default=120, ge=0)
     rate_limit_public_catalog_per_hour: int = Field(default=3000, ge=0)
+    # "My orders" link requests: each may send an e-mail.
+    rate_limit_orders_link_per_minute: int = Field(default=5, ge=0)
+    rate_limit_orders_link_per_hour: int = Field(default=20, ge=0)
     min_remaining_shelf_life_days: int = Field(default=7, ge=0, le=3650)
     # Stock alerts (`portal alerts check`, the Dagster sweep): lots expiring within this many
     # days that still hold stock are reported to the staff who subscribe to `stock` alerts.

@@ -28,6 +28,8 @@ from app.payments.reconciliation_routes import router as reconciliation_router
 from app.payments.routes import router as payments_router
 from app.pharmacy.routes import router as pharmacy_router
 from app.security import Public
+from app.shop.routes import is_shop_page
+from app.shop.routes import router as shop_pages
 from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
 from app.users.service import SignedInUser
@@ -147,7 +149,7 @@ class RequestGuard:
                 return b"".join(chunks)
 
     async def _too_large(self, scope: Scope, send: Send, limit: int) -> None:
-        if is_patient_page(scope["path"]):
+        if is_patient_page(scope["path"]) or is_shop_page(scope["path"]):
             await form_too_large_page(scope)(scope, _empty_receive, send)
             return
         await self._refuse(
@@ -258,6 +260,7 @@ def create_app() -> FastAPI:
     app.include_router(api)
     app.include_router(_public_router())
     app.include_router(checkout_pages)
+    app.include_router(shop_pages)
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,

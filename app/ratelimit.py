@@ -38,7 +38,8 @@ class Bucket(StrEnum):
 
     SELF_ORDER = "self-order"  # POST /public/orders
     DOB_CHECK = "dob-check"  # POST /pay/verify
-    PUBLIC_CATALOG = "public-catalog"  # GET /public/products
+    PUBLIC_CATALOG = "public-catalog"  # GET /public/products, the shop's pages
+    ORDERS_LINK = "orders-link"  # POST /my-orders (a "my orders" link by e-mail)
 
 
 MINUTE = 60
@@ -59,6 +60,10 @@ def limits_of(bucket: Bucket, settings: Settings) -> dict[int, int]:
         Bucket.PUBLIC_CATALOG: (
             settings.rate_limit_public_catalog_per_minute,
             settings.rate_limit_public_catalog_per_hour,
+        ),
+        Bucket.ORDERS_LINK: (
+            settings.rate_limit_orders_link_per_minute,
+            settings.rate_limit_orders_link_per_hour,
         ),
     }[bucket]
     return {window: limit for window, limit in ((MINUTE, per_minute), (HOUR, per_hour)) if limit}

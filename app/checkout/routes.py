@@ -17,7 +17,7 @@ from app.checkout.service import COOKIE_NAME
 from app.config import get_settings
 from app.db import DbSession
 from app.models import CheckoutLink, Order, Patient
-from app.models.status import LinkState, OrderStatus, PaymentStatus
+from app.models.status import LinkState, OrderStatus
 from app.notifications.templates import order_reference
 from app.patients.service import decrypt_patient
 from app.ratelimit import Bucket, rate_limited
@@ -158,6 +158,9 @@ def payment_page(request: Request, session: DbSession, cookie: CookieValue = Non
         stripe_js_url=settings.stripe_js_url,
         publishable_key=settings.stripe_publishable_key,
         checkout_ui=settings.stripe_checkout_ui,
+        total_cents=order.total_cents,
+        currency=order.currency.lower(),
+        payment_method_types=list(settings.stripe_payment_method_types),
     )
 
 
@@ -201,33 +204,38 @@ def verify(
 
 @router.get("/orders/status")
 def order_status(request: Request, session: DbSession, cookie: CookieValue = None) -> Response:
-    """The order's status for the patient (reachable from the confirmation e-mail's link)."""
+    """The order's status for the patient (reachable from the confirmation e-mail's link).
+
+    After paying on this device (the date of birth confirmed) it is the confirmation: the
+    order's items, amount and what happens next. Opened from an e-mailed link on another
+    device, it shows the status only."""
     checkout, link, order = _session_link(session, cookie)
     if checkout is None or link is None or order is None:
         return _problem_page(request, LinkState.UNKNOWN)
-    payments = service.payments_of(session, order)
-    refunded = any(p.refunded_cents > 0 for p in payments)
-    processing = any(p.status == PaymentStatus.PROCESSING for p in payments)
-    headline, explanation, tone = {
-        OrderStatus.PENDING: (
-            ("Payment processing", "Your bank payment is on its way; this can take a few days.", "")
-            if processing
-            else ("Awaiting payment", "Your order is waiting for payment.", "")
-        ),
-        OrderStatus.PAID: ("Paid", "Thank you. Your order is being prepared.", "ok"),
-        OrderStatus.FULFILLED: ("Fulfilled", "Your order has been prepared and sent.", "ok"),
-        OrderStatus.CANCELLED: (
-            ("Cancelled and refunded", "Your payment was refunded.", "")
-            if refunded
-            else ("Cancelled", "This order was cancelled.", "")
-        ),
-    }[OrderStatus(order.status)]
+    text = service.status_text(order, service.payments_of(session, order))
+    details: dict[str, Any] = {}
+    if checkout.verified and link.locked_at is None:
+        details = {
+            "items": [
+                {
+                    "name": name,
+                    "quantity": item.quantity,
+                    "line_total": _money(item.quantity * item.unit_price_cents),
+                }
+                for item, name in service.order_lines(session, order)
+            ],
+            "total": _money(order.total_cents),
+        }
+        audit_client = http.client_address(request)
+        service.record_order_viewed(session, link, order, audit_client)
     return _page(
         request,
         "status.html",
-        title=headline,
+        title=text.headline,
         reference=order_reference(order.id),
-        headline=headline,
-        explanation=explanation,
-        tone=tone,
+        headline=text.headline,
+        explanation=text.explanation,
+        tone=text.tone,
+        order_state=OrderStatus(order.status).value,
+        **details,
     )

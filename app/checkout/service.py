@@ -25,7 +25,7 @@ from app.audit import service as audit
 from app.config import get_settings
 from app.models import CheckoutLink, Order, OrderItem, Patient, Payment, Product
 from app.models.base import utcnow
-from app.models.status import LinkState, OrderStatus
+from app.models.status import LinkState, OrderStatus, PaymentStatus
 from app.notifications import flows
 from app.patients.service import decrypt_patient
 
@@ -172,6 +172,57 @@ def payments_of(session: Session, order: Order) -> list[Payment]:
     return list(session.scalars(select(Payment).where(Payment.order_id == order.id)))
 
 
+@dataclass(frozen=True)
+class StatusText:
+    """An order's status as the patient reads it."""
+
+    headline: str
+    explanation: str
+    tone: str  # "ok", "bad" or ""
+
+
+def status_text(order: Order, payments: list[Payment]) -> StatusText:
+    """The order's status in the patient's words, from the order and its payments: a bank
+    debit shows `processing` until it settles, and a debit that failed says so."""
+    refunded = any(p.refunded_cents > 0 for p in payments)
+    processing = any(p.status == PaymentStatus.PROCESSING for p in payments)
+    debit_failed = any(
+        p.status == PaymentStatus.REQUIRES_PAYMENT_METHOD
+        and p.method == "us_bank_account"
+        and p.failure_reason
+        for p in payments
+    )
+    status = OrderStatus(order.status)
+    if status == OrderStatus.PENDING and processing:
+        return StatusText(
+            "Payment processing",
+            "Your bank payment is on its way; this can take a few business days. We will"
+            " e-mail you when it has arrived.",
+            "",
+        )
+    if status == OrderStatus.PENDING and debit_failed:
+        return StatusText(
+            "Bank payment failed",
+            "Your bank did not complete the payment, so nothing was taken. Pay again from the"
+            " payment link in your e-mail, with a card or another account.",
+            "bad",
+        )
+    return {
+        OrderStatus.PENDING: StatusText(
+            "Awaiting payment", "Your order is waiting for payment.", ""
+        ),
+        OrderStatus.PAID: StatusText("Paid", "Thank you. Your order is being prepared.", "ok"),
+        OrderStatus.FULFILLED: StatusText(
+            "Fulfilled", "Your order has been prepared and sent.", "ok"
+        ),
+        OrderStatus.CANCELLED: (
+            StatusText("Cancelled and refunded", "Your payment was refunded.", "")
+            if refunded
+            else StatusText("Cancelled", "This order was cancelled.", "")
+        ),
+    }[status]
+
+
 def record_details_viewed(
     session: Session, link: CheckoutLink, order: Order, client_address: str | None
 ) -> None:
@@ -179,6 +230,13 @@ def record_details_viewed(
     actor = link_actor(link, client_address)
     audit.record(session, actor, "order.read", "order", order.id)
     audit.record(session, actor, "patient.read", "patient", order.patient_id)
+
+
+def record_order_viewed(
+    session: Session, link: CheckoutLink, order: Order, client_address: str | None
+) -> None:
+    """The confirmation listed the order's items: a PHI read."""
+    audit.record(session, link_actor(link, client_address), "order.read", "order", order.id)
 
 
 def check_date_of_birth(

@@ -11,6 +11,7 @@ from app.models.order import Order
 from app.models.order_item import OrderItem
 from app.models.outbox_message import OutboxMessage
 from app.models.patient import Patient
+from app.models.patient_access_link import PatientAccessLink
 from app.models.payment import Payment
 from app.models.payment_refund import PaymentRefund
 from app.models.pharmacy import Pharmacy
@@ -36,6 +37,7 @@ __all__ = [
     "OrderItem",
     "OutboxMessage",
     "Patient",
+    "PatientAccessLink",
     "Payment",
     "PaymentRefund",
     "Pharmacy",

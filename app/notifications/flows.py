@@ -3,6 +3,8 @@ that causes it. Messages carry a link and the order's status, never health detai
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from app.models import Order, Patient
@@ -52,4 +54,17 @@ def order_cancelled(session: Session, order: Order, *, refunded: bool, status_ur
             "status_url": status_url,
         },
         dedupe_key=f"order-cancelled-{order.id}",
+    )
+
+
+def orders_link_requested(
+    session: Session, email: str, link_id: object, url: str, expires_at: datetime
+) -> None:
+    """The "my orders" link a patient asked for, to the address they gave (a known one)."""
+    notifications.queue_email(
+        session,
+        to=email,
+        template="orders_link",
+        context={"orders_url": url, "expires_at": expires_at.isoformat()},
+        dedupe_key=f"orders-link-{link_id}",
     )

@@ -117,6 +117,7 @@ FIELDS: dict[str, Callable[[str], str]] = {
     "order_reference": _reference,
     "checkout_url": _portal_link,
     "status_url": _portal_link,
+    "orders_url": _portal_link,
     "expires_at": _timestamp,
     "refunded": _yes_no,
     "alert_topic": _alert_topic,
@@ -199,6 +200,21 @@ def _order_cancelled(c: Mapping[str, str]) -> Rendered:
     )
 
 
+def _orders_link(c: Mapping[str, str]) -> Rendered:
+    return Rendered(
+        subject="Your orders: the link you asked for",
+        text=(
+            "Hello,\n\n"
+            "You asked to see your orders and their status. Open them here:\n"
+            f"{c['orders_url']}\n\n"
+            f"This link is personal and expires on {c['expires_at']}. Please do not forward it.\n"
+            "If you did not ask for it, you can ignore this message.\n\n"
+            f"-- \n{SIGNATURE}\n"
+        ),
+        sms=f"Your orders: {c['orders_url']} (personal link, expires {c['expires_at']})",
+    )
+
+
 ALERT_TOPIC_NAMES = {
     AlertTopic.STOCK: "stock",
     AlertTopic.RECONCILIATION: "payment reconciliation",
@@ -261,6 +277,12 @@ TEMPLATES: dict[str, Template] = {
             required=frozenset({"order_reference", "refunded"}),
             optional=frozenset({"status_url"}),
             build=_order_cancelled,
+        ),
+        Template(
+            "orders_link",
+            required=frozenset({"orders_url", "expires_at"}),
+            optional=frozenset(),
+            build=_orders_link,
         ),
     )
 }

@@ -260,6 +260,9 @@ def _apply_intent_event(
         payment.failure_reason = str(error.get("message") or "the payment failed")[:500]
         return "payment failed; order stays pending"
     if new_status == PaymentStatus.PROCESSING:
+        # Of the methods the portal offers (card, US bank account), only a bank debit reports
+        # `processing`; the intent's own list names both, so it cannot tell which was used.
+        payment.method = payment.method or "us_bank_account"
         return "payment processing (bank debit)"
     if new_status == PaymentStatus.SUCCEEDED:
         payment.succeeded_at = utcnow()

@@ -35,10 +35,10 @@ def _public(product: Product, available: int) -> PublicProduct:
 
 
 def public_products(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, limit: int, cursor: str | None, search: str | None = None
 ) -> KeysetPage[PublicProduct]:
-    """Active, non-prescription products, by SKU."""
+    """Active, non-prescription products, by SKU (those whose SKU or name holds `search`)."""
     products = list_products(
-        session, limit=limit, cursor=cursor, active=True, search=None, prescription=False
+        session, limit=limit, cursor=cursor, active=True, search=search, prescription=False
     )
     return products.map(lambda row: _public(*row))
