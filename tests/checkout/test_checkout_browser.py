@@ -29,7 +29,7 @@ from __future__ import annotations
 import email
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from tests.checkout.live_server import (
     wait_for,
 )
 from tests.fixtures.browser import chromium
-from tests.fixtures.stripe import LocalStripe
+from tests.fixtures.stripe_js import STRIPE_JS_TEST_DOUBLE, confirm_card_payment, fill_card
 
 PHONE = {
     "viewport": {"width": 375, "height": 812},
@@ -70,32 +70,6 @@ GOOD_CARD = "4242 4242 4242 4242"  # as a patient types it; Stripe.js drops the 
 # 4000 0000 0000 0002 is declined by localstripe only when attached to a customer.
 DECLINED_CARD = "4000 0000 0000 0341"
 
-STRIPE_JS_TEST_DOUBLE = """
-// TEST DOUBLE (tests/checkout/test_checkout_browser.py): only Stripe().confirmCardPayment.
-// localstripe's Stripe.js stand-in assigns the global `Stripe`; this wraps it so every
-// Stripe object it makes answers confirmCardPayment through the test process, which does
-// against localstripe what Stripe does. Everything else (the Card Element) is localstripe's.
-(() => {
-  let standIn;
-  Object.defineProperty(window, "Stripe", {
-    configurable: true,
-    set(value) { standIn = value; },
-    get() {
-      if (!standIn) { return undefined; }
-      return function (key, options) {
-        const stripe = standIn(key, options);
-        stripe.confirmCardPayment = async function (clientSecret, data) {
-          const element = data && data.payment_method && data.payment_method.card;
-          const card = element && element.value ? element.value.card : null;
-          return window.stripeTestDoubleConfirmCardPayment(clientSecret, card);
-        };
-        return stripe;
-      };
-    },
-  });
-})();
-"""
-
 
 # -- the browser ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -110,48 +84,13 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
         yield browser
 
 
-def _confirm_card_payment(stripe: LocalStripe) -> Callable[[str, Any], dict[str, Any]]:
-    """The test double's server half: what Stripe does for `confirmCardPayment`, done against
-    localstripe (which decides success or decline and sends the signed webhooks)."""
-
-    def confirm(client_secret: str, card: dict[str, str] | None) -> dict[str, Any]:
-        if not card or not card.get("number"):
-            return {"error": {"message": "Your card number is incomplete."}}
-        intent_id = client_secret.split("_secret_")[0]
-        intent = stripe.http.get(f"/v1/payment_intents/{intent_id}")
-        if intent.status_code != 200 or intent.json()["client_secret"] != client_secret:
-            return {"error": {"message": "The client secret does not match the payment."}}
-        method = stripe.http.post(
-            "/v1/payment_methods",
-            data={
-                "type": "card",
-                "card[number]": card["number"].replace(" ", ""),
-                "card[exp_month]": card["exp_month"],
-                "card[exp_year]": card["exp_year"],
-                "card[cvc]": card["cvc"],
-            },
-        )
-        if method.status_code != 200:
-            return {"error": method.json()["error"]}
-        attached = stripe.http.post(
-            f"/v1/payment_intents/{intent_id}", data={"payment_method": method.json()["id"]}
-        )
-        assert attached.status_code == 200, attached.text
-        confirmed = stripe.http.post(f"/v1/payment_intents/{intent_id}/confirm")
-        if confirmed.status_code != 200:
-            return {"error": confirmed.json()["error"]}
-        return {"paymentIntent": confirmed.json()}
-
-    return confirm
-
-
 @pytest.fixture
 def phone(browser: Browser, stack: Stack) -> Iterator[BrowserContext]:
     """A fresh phone-sized browser profile (no cookies) with the Stripe.js test double."""
     context = browser.new_context(**PHONE)  # type: ignore[arg-type]
     context.set_default_timeout(15_000)
     context.expose_function(
-        "stripeTestDoubleConfirmCardPayment", _confirm_card_payment(stack.stripe)
+        "stripeTestDoubleConfirmCardPayment", confirm_card_payment(stack.stripe)
     )
     context.add_init_script(STRIPE_JS_TEST_DOUBLE)
     yield context
@@ -186,17 +125,6 @@ def open_and_verify(page: Page, stack: Stack, order: dict[str, Any]) -> None:
     with page.expect_navigation():
         page.get_by_role("button", name="Continue").click()
     playwright_expect(page.get_by_role("heading", level=1)).to_have_text("Pay for your order")
-
-
-def fill_card(page: Page, number: str) -> None:
-    """localstripe's Card Element: plain inputs named by their placeholders."""
-    element = page.locator("#payment-element")
-    playwright_expect(element.locator("input")).to_have_count(5)
-    element.get_by_placeholder("number").fill(number)
-    element.get_by_placeholder("exp_month").fill("12")
-    element.get_by_placeholder("exp_year").fill("30")
-    element.get_by_placeholder("cvc").fill("123")
-    element.get_by_placeholder("postal_code").fill("10001")
 
 
 # -- the tests --------------------------------------------------------------------------------
