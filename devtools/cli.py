@@ -372,6 +372,7 @@ def up(
             f"""
 [bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
 
+  Patient shop        {api}/   (storefront: shop, cart, details, pay, my orders)
   API docs            {api}/docs   (Authorize, then oidc's Authorize: sign in as a demo login)
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)

@@ -10,12 +10,21 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.checkout.service import COOKIE_NAME, read_cookie
-from app.models import AuditEntry, Order, OutboxMessage, Patient, PatientAccessLink
+from app.config import get_settings
+from app.models import (
+    AuditEntry,
+    Order,
+    OutboxMessage,
+    Patient,
+    PatientAccessLink,
+    PharmacySubmission,
+)
 from app.models.base import utcnow
 from app.notifications.templates import render
 from app.shop.cookies import CART_COOKIE, decode_cart
@@ -299,12 +308,16 @@ def test_the_link_opens_the_orders_once_exchanged_for_a_cookie_and_is_audited(
     https: TestClient, admin: Headers, db: Session
 ) -> None:
     token = _issue_link(db, https, admin)
+    order = db.scalars(select(Order)).one()
+    db.add(PharmacySubmission(order_id=order.id, order_item_ids=[], status="dispensed"))
+    db.flush()
     opened = https.get(f"/my-orders/{token}", follow_redirects=False)
     assert opened.status_code == 303 and opened.headers["location"] == "/my-orders/list"
     page = https.get("/my-orders/list")
     assert page.status_code == 200
     assert "Saline nasal spray" in page.text and "Awaiting payment" in page.text
     assert "$19.50" in page.text
+    assert "Dispensed by the pharmacy" in page.text  # the pharmacy's progress
     reads = db.scalars(
         select(AuditEntry.actor_subject).where(AuditEntry.action == "order.read")
     ).all()
@@ -336,3 +349,23 @@ def test_the_orders_link_message_carries_only_the_link() -> None:
     )
     assert "http://127.0.0.1:8000/my-orders/abc" in rendered.text
     assert "2026-12-01 12:00 UTC" in rendered.text
+
+
+def test_my_orders_requests_are_rate_limited_per_client(
+    https: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RATE_LIMIT_ORDERS_LINK_PER_MINUTE", "2")
+    monkeypatch.setenv("PATIENT_ACCESS_MIN_RESPONSE_MS", "0")
+    get_settings.cache_clear()
+    left = 60 - time.time() % 60
+    if left < 5:  # fixed windows: keep the three requests in one minute
+        time.sleep(left + 0.2)
+    try:
+        for _ in range(2):
+            assert ask_for_link(https, "someone@example.com", "1980-01-01").status_code == 200
+        refused = ask_for_link(https, "someone@example.com", "1980-01-01")
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
