@@ -68,7 +68,11 @@ def test_templates_are_those_the_order_flows_need() -> None:
     assert TEMPLATES["order_cancelled"].required == {"order_reference", "refunded"}
 
 
-@pytest.mark.parametrize("name", sorted(TEMPLATES))
+# The messages about one order; "orders_link" (a patient's "my orders" link) is about none.
+ORDER_MESSAGES = sorted(set(TEMPLATES) - {"orders_link"})
+
+
+@pytest.mark.parametrize("name", ORDER_MESSAGES)
 def test_every_message_carries_its_link_status_and_reference(name: str) -> None:
     context = contexts()[name]
     rendered = render(name, context)
@@ -204,4 +208,19 @@ def test_the_reference_is_written_the_same_way_in_messages_and_on_the_patient_pa
         render(
             "payment_received",
             {"order_reference": "3f1e1f8e", "status_url": f"{BASE}/orders/status"},
+        )
+
+
+def test_the_orders_link_message_carries_the_link_and_its_expiry_only() -> None:
+    rendered = render(
+        "orders_link",
+        {"orders_url": f"{BASE}/my-orders/t0k3n", "expires_at": "2026-12-01T12:00:00+00:00"},
+    )
+    for text in (rendered.text, rendered.sms):
+        assert f"{BASE}/my-orders/t0k3n" in text
+        assert "2026-12-01 12:00 UTC" in text
+    with pytest.raises(TemplateError):  # a link out of the portal is refused
+        render(
+            "orders_link",
+            {"orders_url": "https://elsewhere.test/x", "expires_at": "2026-12-01T12:00:00+00:00"},
         )

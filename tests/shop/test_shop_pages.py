@@ -26,7 +26,6 @@ from app.models import (
     PharmacySubmission,
 )
 from app.models.base import utcnow
-from app.notifications.templates import render
 from app.shop.cookies import CART_COOKIE, decode_cart
 from tests.fixtures.orders import create_product, receive_lot
 
@@ -337,18 +336,6 @@ def test_an_expired_or_replaced_link_shows_nothing(
     expired = https.get(f"/my-orders/{token}", follow_redirects=False)
     assert expired.status_code == 410 and "Saline" not in expired.text
     assert https.get("/my-orders/not-a-token").status_code == 404
-
-
-def test_the_orders_link_message_carries_only_the_link() -> None:
-    rendered = render(
-        "orders_link",
-        {
-            "orders_url": "http://127.0.0.1:8000/my-orders/abc",
-            "expires_at": "2026-12-01T12:00:00+00:00",
-        },
-    )
-    assert "http://127.0.0.1:8000/my-orders/abc" in rendered.text
-    assert "2026-12-01 12:00 UTC" in rendered.text
 
 
 def test_my_orders_requests_are_rate_limited_per_client(
