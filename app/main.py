@@ -17,7 +17,7 @@ from app.catalog.routes import router as catalog_router
 from app.checkout.routes import form_too_large_page, is_patient_page
 from app.checkout.routes import router as checkout_pages
 from app.config import get_settings
-from app.errors import install_error_handlers, problem, problem_catalogue
+from app.errors import TooManyRequests, install_error_handlers, problem, problem_catalogue
 from app.inventory.routes import router as inventory_router
 from app.logs import install_on_every_handler
 from app.openapi import install_openapi
@@ -28,7 +28,7 @@ from app.payments.reconciliation_routes import router as reconciliation_router
 from app.payments.routes import router as payments_router
 from app.pharmacy.routes import router as pharmacy_router
 from app.security import Public
-from app.shop.routes import is_shop_page
+from app.shop.routes import is_shop_page, too_many_requests
 from app.shop.routes import router as shop_pages
 from app.storefront.routes import router as storefront_router
 from app.users.routes import router as users_router
@@ -240,6 +240,7 @@ def create_app() -> FastAPI:
         )
 
     app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.add_exception_handler(TooManyRequests, too_many_requests)
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (

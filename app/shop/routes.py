@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Cookie, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -23,7 +23,7 @@ from app.checkout import service as checkout
 from app.checkout.routes import PAGE_HEADERS, templates
 from app.config import get_settings
 from app.db import DbSession
-from app.errors import PortalError
+from app.errors import PortalError, TooManyRequests, problem
 from app.models import PatientAccessLink
 from app.notifications.service import InvalidRecipient
 from app.ratelimit import Bucket, rate_limited
@@ -60,15 +60,23 @@ def _money(cents: int) -> str:
     return f"${cents / 100:,.2f}"
 
 
-def _set_cookie(response: Response, name: str, value: str, *, max_age: int, **kw: Any) -> None:
+def _set_cookie(
+    response: Response,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    samesite: Literal["strict", "lax"] = "strict",
+    path: str = "/",
+) -> None:
     response.set_cookie(
         name,
         value,
         max_age=max_age,
         httponly=True,
         secure=get_settings().checkout_cookie_secure,
-        samesite=kw.get("samesite", "strict"),
-        path=kw.get("path", "/"),
+        samesite=samesite,
+        path=path,
     )
 
 
@@ -115,6 +123,30 @@ class Page:
             message="This form has expired or did not come from this site. Nothing was done."
             " Go back, reload the page and send it again.",
         )
+
+
+async def too_many_requests(request: Request, exc: Exception) -> Response:
+    """Over a rate limit on a shop page: a page saying when to try again (the API and the
+    payment pages keep their problem document)."""
+    assert isinstance(exc, TooManyRequests)
+    if not is_shop_page(request.url.path):
+        return problem(
+            exc.status,
+            exc.slug,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers or None,
+        )
+    page = Page(request, request.cookies.get(FORM_COOKIE), {})
+    response = page.render(
+        "problem.html",
+        429,
+        title="Too many requests",
+        message=f"Please wait {exc.headers['Retry-After']} seconds, then try again.",
+    )
+    response.headers["Retry-After"] = exc.headers["Retry-After"]
+    return response
 
 
 def _with_cart(response: Response, cart: Cart) -> Response:

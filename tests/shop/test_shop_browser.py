@@ -312,3 +312,31 @@ def test_a_product_out_of_stock_cannot_be_added_even_by_a_hand_made_form(
     page.goto(f"{stack.base}/shop/cart")
     playwright_expect(page.locator("main")).to_contain_text("Your cart is empty")
     check(page, axe, "14-cart-empty")
+
+
+def test_the_shop_works_without_javascript_up_to_the_payment_form(
+    stack: Stack, browser: Browser
+) -> None:
+    stock(stack, "Cotton swabs (200)", 450, 5)
+    context = browser.new_context(**PHONE_390, java_script_enabled=False)  # type: ignore[arg-type]
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.base}/shop?q=swabs")
+        with page.expect_navigation(url=f"{stack.base}/shop/cart"):
+            page.get_by_role("button", name=re.compile(r"^Add to cart\W+Cotton swabs")).click()
+        page.get_by_label("Quantity").select_option("3")
+        with page.expect_navigation(url=f"{stack.base}/shop/cart"):
+            page.get_by_role("button", name=re.compile(r"^Update")).click()
+        playwright_expect(page.locator("#cart-total")).to_have_text("$13.50")
+        page.get_by_role("link", name="Continue to your details").click()
+        page.get_by_label("Full name").fill("Sam Nojs")
+        page.get_by_label("E-mail").fill(f"sam.{uuid.uuid4().hex[:6]}@example.com")
+        page.get_by_label("Phone").fill("+1 555 010 0177")
+        page.get_by_label("Date of birth").fill("1990-02-03")
+        page.get_by_role("checkbox").check()
+        with page.expect_navigation(url=f"{stack.base}/pay"):
+            page.get_by_role("button", name="Continue to payment").click()
+        playwright_expect(page.locator("#total")).to_have_text("$13.50")
+    finally:
+        context.close()

@@ -353,6 +353,15 @@ def test_my_orders_requests_are_rate_limited_per_client(
         refused = ask_for_link(https, "someone@example.com", "1980-01-01")
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["content-type"].startswith("text/html")  # a page, on a page
+        assert "Please wait" in refused.text
+        # The API keeps its problem document.
+        monkeypatch.setenv("RATE_LIMIT_PUBLIC_CATALOG_PER_MINUTE", "1")
+        get_settings.cache_clear()
+        https.get("/api/v1/public/products")
+        api = https.get("/api/v1/public/products")
+        assert api.status_code == 429
+        assert api.headers["content-type"] == "application/problem+json"
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
