@@ -41,16 +41,6 @@ from app.patients.service import decrypt_patient
 from app.shop.cookies import MAX_CART_LINES, MAX_QUANTITY, Cart
 
 
-class ProductUnavailable(Conflict):
-    slug = "product-unavailable"
-    title = "This product is not available"
-
-
-class CartFull(Unprocessable):
-    slug = "cart-full"
-    title = "The cart is full"
-
-
 # -- the cart -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CartLine:
@@ -77,9 +67,9 @@ def add_to_cart(session: Session, cart: Cart, product_id: uuid.UUID, quantity: i
     cart already holds its limit of products, or past the quantity one order may hold."""
     product, available = orderable(session, product_id)
     if available <= 0:
-        raise ProductUnavailable(f"{product.name} is out of stock and cannot be added")
+        raise Conflict(f"{product.name} is out of stock and cannot be added")
     if product_id not in cart and len(cart) >= MAX_CART_LINES:
-        raise CartFull(f"a cart holds at most {MAX_CART_LINES} different products")
+        raise Unprocessable(f"a cart holds at most {MAX_CART_LINES} different products")
     total = cart.get(product_id, 0) + quantity
     if quantity < 1 or total > MAX_QUANTITY:
         raise Unprocessable(f"at most {MAX_QUANTITY} of one product per order", field="quantity")
