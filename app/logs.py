@@ -59,6 +59,8 @@ _DATE = re.compile(r"(?:datetime\.)?(?:date|datetime)\(\d")
 _INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=)")
 _EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
 _CHECKOUT_TOKEN = re.compile(r"/pay/(?!verify\b)[^/?\s]+")
+# A "my orders" link's token (app/shop); `/my-orders/list` is the page, not a token.
+_ORDERS_TOKEN = re.compile(r"/my-orders/(?!list\b)[^/?\s]+")
 
 
 def _redact_value(match: re.Match[str]) -> str:
@@ -77,8 +79,9 @@ def redact(text: str) -> str:
 
 def redact_path(path: str) -> str:
     """A request target as logged: no query string (it may hold e-mail addresses or tokens)
-    and no checkout link token."""
-    return _CHECKOUT_TOKEN.sub("/pay/" + REDACTED, path.split("?", 1)[0])
+    and no checkout or "my orders" link token."""
+    path = _CHECKOUT_TOKEN.sub("/pay/" + REDACTED, path.split("?", 1)[0])
+    return _ORDERS_TOKEN.sub("/my-orders/" + REDACTED, path)
 
 
 def format_exception(exc_info: Any) -> str:

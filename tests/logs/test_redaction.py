@@ -75,6 +75,8 @@ def test_access_log_paths_lose_query_strings_and_checkout_tokens() -> None:
     assert redact_path("/api/v1/patients?email=zebulon%40example.com") == "/api/v1/patients"
     assert redact_path("/pay/Zq3Xb-token-value") == "/pay/[redacted]"
     assert redact_path("/pay/verify") == "/pay/verify"
+    assert redact_path("/my-orders/Zq3Xb-token-value") == "/my-orders/[redacted]"
+    assert redact_path("/my-orders/list") == "/my-orders/list"
 
 
 def test_the_filter_rewrites_messages_tracebacks_and_access_records() -> None:
