@@ -95,6 +95,20 @@ def test_only_the_expected_routes_are_public(routes: list[Route]) -> None:
             ("GET", "/pay"),
             ("POST", "/pay/verify"),
             ("GET", "/orders/status"),
+            # The patient's storefront (app/shop): the catalog, a cart of ids, the self-order
+            # form; "my orders" by an e-mailed link and its cookie.
+            ("GET", "/"),
+            ("GET", "/shop"),
+            ("POST", "/shop/cart"),
+            ("GET", "/shop/cart"),
+            ("POST", "/shop/cart/update"),
+            ("GET", "/shop/details"),
+            ("POST", "/shop/details"),
+            ("GET", "/shop/privacy"),
+            ("GET", "/my-orders"),
+            ("POST", "/my-orders"),
+            ("GET", "/my-orders/list"),
+            ("GET", "/my-orders/{token}"),
             # Swagger UI (the document it shows is public too, at /openapi.json).
             ("GET", "/docs"),
             ("GET", "/docs/oauth2-redirect"),
