@@ -280,5 +280,6 @@ def test_a_failed_bank_debit_tells_the_patient(
     page.reload()
     playwright_expect(page.locator("#order-status")).to_have_text("Bank payment failed")
     playwright_expect(page.locator("main")).to_contain_text("nothing was taken")
+    playwright_expect(page.locator("#pay-again")).to_have_attribute("href", "/pay")
     page.screenshot(path=str(ARTIFACTS / "23-ach-failed.png"), full_page=True)
     assert violations(page, axe_source()) == []
