@@ -98,6 +98,9 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
         if payment.disputed:
             return "dispute already recorded"
         _locked_order(session, payment)  # serialised with a fulfilment of the order
+        closed = _closed_earlier(session, event["id"], obj.get("id"))
+        if closed in service.DISPUTE_KEPT_THE_MONEY:  # its close arrived first: nothing is open
+            return f"dispute already closed: {closed}"
         payment.disputed = True
         payment.updated_at = utcnow()
         reason = obj.get("reason")
@@ -115,7 +118,65 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
             },
         )
         return "dispute recorded"
+    if kind == "charge.dispute.closed":
+        payment = _locked_payment(session, obj.get("payment_intent"))
+        if payment is None:
+            return "ignored: unknown charge"
+        _locked_order(session, payment)
+        return _close_dispute(session, system, payment, event["id"], obj)
     return f"ignored: {kind}"
+
+
+def _closed_earlier(session: Session, event_id: str, dispute_id: object) -> str | None:
+    """How the dispute ended, when its `charge.dispute.closed` reached the inbox before this
+    event (Stripe does not promise the order of delivery)."""
+    if not isinstance(dispute_id, str):
+        return None
+    payload = StripeEvent.payload["data"]["object"]
+    status = session.scalar(
+        select(payload["status"].astext)
+        .where(
+            StripeEvent.type == "charge.dispute.closed",
+            StripeEvent.id != event_id,
+            payload["id"].astext == dispute_id,
+        )
+        .limit(1)
+    )
+    return status
+
+
+def _close_dispute(
+    session: Session, actor: Actor, payment: Payment, event_id: str, dispute: dict[str, Any]
+) -> str:
+    """A won dispute (or a closed inquiry) makes the order shippable again; a lost one keeps it
+    unshippable and is recorded with the amount the bank took back."""
+    status = dispute.get("status")
+    if status not in (*service.DISPUTE_KEPT_THE_MONEY, service.DISPUTE_LOST):
+        return f"ignored: dispute closed as {status!r}"
+    if _closed_earlier(session, event_id, dispute.get("id")) is not None:
+        return "dispute already closed"  # its webhook and a reconciliation's repair, say
+    lost = status == service.DISPUTE_LOST
+    amount = dispute.get("amount")
+    before = {"disputed": payment.disputed}
+    payment.disputed = lost
+    payment.updated_at = utcnow()
+    audit.record(
+        session,
+        actor,
+        "payment.dispute_lost" if lost else "payment.dispute_won",
+        "order",
+        payment.order_id,
+        before=before,
+        after={
+            "disputed": lost,
+            "payment_intent_id": payment.stripe_payment_intent_id,
+            "dispute_status": status,
+            "amount_cents": amount if isinstance(amount, int) else None,
+        },
+    )
+    if lost:
+        return "dispute lost: recorded; the order stays unshippable"
+    return f"dispute closed ({status}): the order can ship again"
 
 
 def settle_refunds(

@@ -50,6 +50,10 @@ REFUND_RANK: dict[str, int] = {
 # Refunds that give money back (or are on their way): they count towards `refunded_cents`.
 COUNTED_REFUNDS = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated")
+# How a closed dispute ended (Stripe's `dispute.status`): the clinic kept the money (won, or an
+# inquiry closed without a chargeback), or the card holder's bank took it back (lost).
+DISPUTE_KEPT_THE_MONEY = ("won", "warning_closed")
+DISPUTE_LOST = "lost"
 
 
 class PaymentProviderUnavailable(PortalError):
