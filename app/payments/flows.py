@@ -89,7 +89,9 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
         if payment is None:
             return "ignored: unknown refund"
         order = _locked_order(session, payment)
-        service.record_refund(session, system, payment, obj)
+        changed = service.record_refund(session, system, payment, obj)
+        if changed is not None and changed[1] in service.FAILED_REFUNDS:
+            return refund_failed(session, system, payment, order, obj, was=changed[0])
         return settle_refunds(session, system, payment, order)
     if kind == "charge.dispute.created":
         payment = _locked_payment(session, obj.get("payment_intent"))
@@ -220,6 +222,54 @@ def settle_refunds(
             outcome += "; order already fulfilled: flagged"
     audit.record(session, actor, "payment.refunded", "order", order.id, before=before, after=after)
     return outcome
+
+
+def refund_failed(
+    session: Session,
+    actor: Actor,
+    payment: Payment,
+    order: Order,
+    refund: dict[str, Any],
+    *,
+    was: str | None,
+) -> str:
+    """A refund failed (or was cancelled) at Stripe: the money did not go back. Counted while
+    it was on its way, it leaves `refunded_cents` (never below the refunds still counted), so a
+    payment refunded "in full" shows what is still owed; audited for staff, who follow it up
+    (the order is not un-cancelled: its stock went back already)."""
+    amount = int(refund.get("amount") or 0)
+    before = payment.refunded_cents
+    if was in service.COUNTED_REFUNDS:
+        counted = session.scalar(
+            select(func.coalesce(func.sum(PaymentRefund.amount_cents), 0)).where(
+                PaymentRefund.payment_id == payment.id,
+                PaymentRefund.status.in_(service.COUNTED_REFUNDS),
+            )
+        )
+        payment.refunded_cents = min(before, max(int(counted or 0), before - amount))
+        payment.updated_at = utcnow()
+    reason = refund.get("failure_reason")
+    audit.record(
+        session,
+        actor,
+        "payment.refund_failed",
+        "order",
+        order.id,
+        before={"refunded_cents": before},
+        after={
+            "payment_intent_id": payment.stripe_payment_intent_id,
+            "refund_id": refund.get("id"),
+            "amount_cents": amount,
+            "status": refund.get("status"),
+            "failure_reason": reason if isinstance(reason, str) else None,
+            "refunded_cents": payment.refunded_cents,
+            "order_status": order.status,
+        },
+    )
+    return (
+        f"refund failed: {amount} cents not returned; {payment.refunded_cents} of "
+        f"{payment.amount_cents} cents refunded"
+    )
 
 
 def record_refund_sent(

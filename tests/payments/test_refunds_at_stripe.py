@@ -266,6 +266,42 @@ def test_a_dispute_stops_fulfilment(
     )
 
 
+@pytest.mark.parametrize("kind", ["refund.failed", "charge.refund.updated", "refund.updated"])
+def test_a_full_refund_that_fails_afterwards_is_noticed_and_shows_what_is_still_owed(
+    client: TestClient, db: Session, admin: Headers, order: Json, intent_id: str, kind: str
+) -> None:
+    deliver(client, intent_event("payment_intent.succeeded", intent_id))
+    total = order["total_cents"]
+    refund = {
+        "id": f"re_{uuid.uuid4().hex[:14]}",
+        "object": "refund",
+        "amount": total,
+        "currency": "usd",
+        "payment_intent": intent_id,
+        "status": "pending",
+    }
+    created = deliver(client, stripe_event("refund.created", refund))
+    assert created["outcome"] == f"refunded {total} cents in full; order cancelled"
+
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    answer = deliver(client, stripe_event(kind, failed))
+
+    assert (
+        answer["outcome"]
+        == f"refund failed: {total} cents not returned; 0 of {total} cents refunded"
+    )
+    assert portal_payment(client, admin, order["id"])["refunded_cents"] == 0
+    (entry,) = audit_entries(db, order["id"], "payment.refund_failed")
+    assert (entry.before, entry.after["refunded_cents"], entry.after["failure_reason"]) == (
+        {"refunded_cents": total},
+        0,
+        "expired_or_canceled_card",
+    )
+    # The same failure again changes nothing; the order stays cancelled (its stock went back).
+    assert deliver(client, stripe_event(kind, failed))["outcome"].startswith("refund recorded")
+    assert order_status(db, order["id"]) == "cancelled"
+
+
 def _disputed(client: TestClient, order: Json, intent_id: str) -> dict[str, Any]:
     deliver(client, intent_event("payment_intent.succeeded", intent_id))
     dispute = charge_event("charge.dispute.created", intent_id, amount=order["total_cents"])
