@@ -6,14 +6,15 @@ connection and in a transaction of its own: the hit is committed before the rout
 becomes of the request, and a refused request writes nothing else. Nothing is kept in the
 process, so all API processes count against the same limits. The worker prunes closed windows.
 
-The client is the address the server sees (`request.client.host`). Behind a load balancer that
-is the balancer's address unless uvicorn is told to trust it: run the API with
-`--proxy-headers --forwarded-allow-ips=<the balancer's address>`, never `*`, so an
-`X-Forwarded-For` sent by a client itself is not believed.
+The client is the address the server sees (`request.client.host`), an IPv6 one counted by its
+/64 (`client_of`). Behind a load balancer that is the balancer's address unless uvicorn is told
+to trust it: run the API with `--proxy-headers --forwarded-allow-ips=<the balancer's address>`,
+never `*`, so an `X-Forwarded-For` sent by a client itself is not believed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -69,12 +70,29 @@ def limits_of(bucket: Bucket, settings: Settings) -> dict[int, int]:
     return {window: limit for window, limit in ((MINUTE, per_minute), (HOUR, per_hour)) if limit}
 
 
-def client_key(request: Request) -> str:
-    """A keyed hash of the client's address: counters never hold the address in clear."""
-    address = http.client_address(request)
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_of(address: str | None) -> str:
+    """Who a limit counts: an IPv4 address, or an IPv6 address's /64. One IPv6 client (a home,
+    a phone, a cloud host) is given a whole /64 and picks a new address in it at will, so
+    counting per address would let it reset its limits by changing the last 64 bits."""
     if address is None:
-        address = "unknown"
-    return phi.lookup_hash(f"client-address:{address}")
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # no zone index
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
+
+
+def client_key(request: Request) -> str:
+    """A keyed hash of the client (`client_of`): counters never hold the address in clear."""
+    return phi.lookup_hash(f"client-address:{client_of(http.client_address(request))}")
 
 
 # One hit in every window of the bucket, in one statement; the database's clock decides the

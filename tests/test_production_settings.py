@@ -45,6 +45,10 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("oidc_client_secret", "o" * 31, "OIDC_CLIENT_SECRET"),
     ("stripe_webhook_secret", "whsec_portal_development_only", "STRIPE_WEBHOOK_SECRET"),
     ("stripe_webhook_secret", "whsec_short", "STRIPE_WEBHOOK_SECRET"),
+    # Long enough, but one character repeated (or hardly more): a stand-in, not a secret.
+    ("oidc_client_secret", "a" * 32, "OIDC_CLIENT_SECRET"),
+    ("checkout_cookie_secret", "ab" * 32, "CHECKOUT_COOKIE_SECRET"),
+    ("stripe_webhook_secret", "whsec_" + "a" * 32, "STRIPE_WEBHOOK_SECRET"),
     ("database_url", None, "DATABASE_URL"),
     ("phi_hash_key", "ZGV2ZWxvcG1lbnQtbG9vay11cC1oYXNoLWtleS0wMDA=", "PHI_HASH_KEY"),
     (

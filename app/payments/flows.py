@@ -89,7 +89,9 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
         if payment is None:
             return "ignored: unknown refund"
         order = _locked_order(session, payment)
-        service.record_refund(session, system, payment, obj)
+        changed = service.record_refund(session, system, payment, obj)
+        if changed is not None and changed[1] in service.FAILED_REFUNDS:
+            return refund_failed(session, system, payment, order, obj, was=changed[0])
         return settle_refunds(session, system, payment, order)
     if kind == "charge.dispute.created":
         payment = _locked_payment(session, obj.get("payment_intent"))
@@ -98,6 +100,9 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
         if payment.disputed:
             return "dispute already recorded"
         _locked_order(session, payment)  # serialised with a fulfilment of the order
+        closed = _closed_earlier(session, event["id"], obj.get("id"))
+        if closed in service.DISPUTE_KEPT_THE_MONEY:  # its close arrived first: nothing is open
+            return f"dispute already closed: {closed}"
         payment.disputed = True
         payment.updated_at = utcnow()
         reason = obj.get("reason")
@@ -115,7 +120,65 @@ def apply_event(session: Session, event: dict[str, Any]) -> str:
             },
         )
         return "dispute recorded"
+    if kind == "charge.dispute.closed":
+        payment = _locked_payment(session, obj.get("payment_intent"))
+        if payment is None:
+            return "ignored: unknown charge"
+        _locked_order(session, payment)
+        return _close_dispute(session, system, payment, event["id"], obj)
     return f"ignored: {kind}"
+
+
+def _closed_earlier(session: Session, event_id: str, dispute_id: object) -> str | None:
+    """How the dispute ended, when its `charge.dispute.closed` reached the inbox before this
+    event (Stripe does not promise the order of delivery)."""
+    if not isinstance(dispute_id, str):
+        return None
+    payload = StripeEvent.payload["data"]["object"]
+    status = session.scalar(
+        select(payload["status"].astext)
+        .where(
+            StripeEvent.type == "charge.dispute.closed",
+            StripeEvent.id != event_id,
+            payload["id"].astext == dispute_id,
+        )
+        .limit(1)
+    )
+    return status
+
+
+def _close_dispute(
+    session: Session, actor: Actor, payment: Payment, event_id: str, dispute: dict[str, Any]
+) -> str:
+    """A won dispute (or a closed inquiry) makes the order shippable again; a lost one keeps it
+    unshippable and is recorded with the amount the bank took back."""
+    status = dispute.get("status")
+    if status not in (*service.DISPUTE_KEPT_THE_MONEY, service.DISPUTE_LOST):
+        return f"ignored: dispute closed as {status!r}"
+    if _closed_earlier(session, event_id, dispute.get("id")) is not None:
+        return "dispute already closed"  # its webhook and a reconciliation's repair, say
+    lost = status == service.DISPUTE_LOST
+    amount = dispute.get("amount")
+    before = {"disputed": payment.disputed}
+    payment.disputed = lost
+    payment.updated_at = utcnow()
+    audit.record(
+        session,
+        actor,
+        "payment.dispute_lost" if lost else "payment.dispute_won",
+        "order",
+        payment.order_id,
+        before=before,
+        after={
+            "disputed": lost,
+            "payment_intent_id": payment.stripe_payment_intent_id,
+            "dispute_status": status,
+            "amount_cents": amount if isinstance(amount, int) else None,
+        },
+    )
+    if lost:
+        return "dispute lost: recorded; the order stays unshippable"
+    return f"dispute closed ({status}): the order can ship again"
 
 
 def settle_refunds(
@@ -159,6 +222,54 @@ def settle_refunds(
             outcome += "; order already fulfilled: flagged"
     audit.record(session, actor, "payment.refunded", "order", order.id, before=before, after=after)
     return outcome
+
+
+def refund_failed(
+    session: Session,
+    actor: Actor,
+    payment: Payment,
+    order: Order,
+    refund: dict[str, Any],
+    *,
+    was: str | None,
+) -> str:
+    """A refund failed (or was cancelled) at Stripe: the money did not go back. Counted while
+    it was on its way, it leaves `refunded_cents` (never below the refunds still counted), so a
+    payment refunded "in full" shows what is still owed; audited for staff, who follow it up
+    (the order is not un-cancelled: its stock went back already)."""
+    amount = int(refund.get("amount") or 0)
+    before = payment.refunded_cents
+    if was in service.COUNTED_REFUNDS:
+        counted = session.scalar(
+            select(func.coalesce(func.sum(PaymentRefund.amount_cents), 0)).where(
+                PaymentRefund.payment_id == payment.id,
+                PaymentRefund.status.in_(service.COUNTED_REFUNDS),
+            )
+        )
+        payment.refunded_cents = min(before, max(int(counted or 0), before - amount))
+        payment.updated_at = utcnow()
+    reason = refund.get("failure_reason")
+    audit.record(
+        session,
+        actor,
+        "payment.refund_failed",
+        "order",
+        order.id,
+        before={"refunded_cents": before},
+        after={
+            "payment_intent_id": payment.stripe_payment_intent_id,
+            "refund_id": refund.get("id"),
+            "amount_cents": amount,
+            "status": refund.get("status"),
+            "failure_reason": reason if isinstance(reason, str) else None,
+            "refunded_cents": payment.refunded_cents,
+            "order_status": order.status,
+        },
+    )
+    return (
+        f"refund failed: {amount} cents not returned; {payment.refunded_cents} of "
+        f"{payment.amount_cents} cents refunded"
+    )
 
 
 def record_refund_sent(

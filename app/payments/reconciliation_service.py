@@ -22,6 +22,7 @@ from app.errors import PortalError
 from app.integrations.stripe.listing import StripeState, cents, reference
 from app.models import Payment
 from app.models.status import PaymentStatus, ReconciliationKind, RefundStatus
+from app.payments.service import DISPUTE_KEPT_THE_MONEY, DISPUTE_LOST
 
 MAX_PERIOD = timedelta(days=92)
 # Intent statuses where money has moved or is moving; an abandoned intent is nobody's concern.
@@ -95,6 +96,18 @@ def _event(kind: str, obj: dict[str, Any], state: str) -> dict[str, Any]:
         "livemode": False,
         "data": {"object": obj},
     }
+
+
+def _dispute_repair(payment: Payment, dispute: dict[str, Any]) -> dict[str, Any] | None:
+    """The event that brings the portal to what Stripe lists (None: it agrees): an open dispute
+    sets the `disputed` flag; a won one clears it; a lost one is recorded (the flag alone
+    does not say whether the loss was, and the webhook path applies a close only once)."""
+    status = dispute.get("status")
+    if status == DISPUTE_LOST:
+        return _event("charge.dispute.closed", dispute, status)
+    if status in DISPUTE_KEPT_THE_MONEY:
+        return _event("charge.dispute.closed", dispute, status) if payment.disputed else None
+    return None if payment.disputed else _event("charge.dispute.created", dispute, "created")
 
 
 def metadata_order_id(intent: dict[str, Any]) -> str | None:
@@ -309,11 +322,10 @@ def _known(
                     "reason": obj["reason"],
                     "known_here": payment.disputed,
                 },
-                # The portal's own flag (fulfilment refuses a disputed order) is set through
-                # the webhook path; the exception stays open for staff to answer the dispute.
-                repair=None
-                if payment.disputed
-                else _event("charge.dispute.created", obj, "created"),
+                # The portal's own flag (fulfilment refuses a disputed order) is set, or for a
+                # closed dispute set as it ended, through the webhook path; the exception stays
+                # open for staff to answer the dispute.
+                repair=_dispute_repair(payment, obj),
             )
         )
     return found

@@ -49,7 +49,13 @@ REFUND_RANK: dict[str, int] = {
 }
 # Refunds that give money back (or are on their way): they count towards `refunded_cents`.
 COUNTED_REFUNDS = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
-REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated")
+# Refunds that did not give the money back.
+FAILED_REFUNDS = (RefundStatus.FAILED, RefundStatus.CANCELED)
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+# How a closed dispute ended (Stripe's `dispute.status`): the clinic kept the money (won, or an
+# inquiry closed without a chargeback), or the card holder's bank took it back (lost).
+DISPUTE_KEPT_THE_MONEY = ("won", "warning_closed")
+DISPUTE_LOST = "lost"
 
 
 class PaymentProviderUnavailable(PortalError):
@@ -118,16 +124,20 @@ def create_or_reuse_intent(session: Session, actor: Actor, order: Order) -> tupl
     return intent.id, str(intent.client_secret)
 
 
-def record_refund(session: Session, actor: Actor, payment: Payment, refund: dict[str, Any]) -> None:
+def record_refund(
+    session: Session, actor: Actor, payment: Payment, refund: dict[str, Any]
+) -> tuple[str | None, str] | None:
     """Record one Stripe refund of the (locked) payment, once per refund id and status.
 
     Its events come in any order and repeat; a status only moves forward (`REFUND_RANK`).
+    Returns the refund's status before and after when it changed (before: None for a refund
+    new here), else None.
     """
     refund_id, amount, status = refund.get("id"), refund.get("amount"), refund.get("status")
     if not (isinstance(refund_id, str) and isinstance(amount, int) and isinstance(status, str)):
-        return
+        return None
     if amount <= 0:
-        return
+        return None
     row = session.get(PaymentRefund, refund_id)
     before = None if row is None else {"status": row.status}
     if row is None:
@@ -144,7 +154,7 @@ def record_refund(session: Session, actor: Actor, payment: Payment, refund: dict
         row.status = status
         row.updated_at = utcnow()
     else:
-        return
+        return None
     audit.record(
         session,
         actor,
@@ -159,6 +169,7 @@ def record_refund(session: Session, actor: Actor, payment: Payment, refund: dict
             "status": status,
         },
     )
+    return (None if before is None else before["status"], status)
 
 
 def keeps_money(session: Session, order_id: uuid.UUID) -> bool:

@@ -75,8 +75,8 @@ whole_assets = [whole_export(m) for m, c in LAKE_MARTS.items() if c is None]
 
 lake_monthly_job = dg.define_asset_job(
     "lake_export_monthly",
+    # Partitioned by MONTHS: Dagster infers it from the selected assets.
     selection=dg.AssetSelection.assets(*monthly_assets),
-    partitions_def=MONTHS,
     description="Exports one month of the dated marts to the lake (re-export replaces it).",
 )
 lake_current_job = dg.define_asset_job(

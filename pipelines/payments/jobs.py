@@ -97,13 +97,19 @@ def reconcile_payments_period() -> None:
     reconcile_period()
 
 
-reconcile_yesterday = dg.build_schedule_from_partitioned_job(
-    reconcile_payments_daily,
+@dg.schedule(
+    job=reconcile_payments_daily,
     name="reconcile_payments_nightly",
-    hour_of_day=1,
-    minute_of_hour=15,
+    cron_schedule="15 1 * * *",
+    execution_timezone="UTC",
     default_status=schedule_status(),
+    description="Every night: the reconciliation of yesterday (UTC).",
 )
+def reconcile_yesterday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    # One run per day even if a tick is retried after a failure.
+    return dg.RunRequest(run_key=yesterday, partition_key=yesterday)
+
 
 defs = dg.Definitions(
     jobs=[reconcile_payments_daily, reconcile_payments_period], schedules=[reconcile_yesterday]

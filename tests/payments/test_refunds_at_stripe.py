@@ -1,7 +1,8 @@
 """Refunds and disputes made at Stripe (not through the portal) reach the portal through signed
 webhooks: each refund is counted once whatever the order and repetition of its events; a full
 refund cancels a paid order and releases its stock without a second refund; a refund after
-shipping is recorded and flagged; fulfil refuses an order whose money is gone or disputed."""
+shipping is recorded and flagged; fulfil refuses an order whose money is gone or disputed, until
+the dispute is won (a lost one is recorded and keeps the order from shipping)."""
 
 from __future__ import annotations
 
@@ -263,6 +264,117 @@ def test_a_dispute_stops_fulfilment(
         {"disputed": False},
         {"disputed": True, "payment_intent_id": intent_id, "reason": "fraudulent"},
     )
+
+
+@pytest.mark.parametrize("kind", ["refund.failed", "charge.refund.updated", "refund.updated"])
+def test_a_full_refund_that_fails_afterwards_is_noticed_and_shows_what_is_still_owed(
+    client: TestClient, db: Session, admin: Headers, order: Json, intent_id: str, kind: str
+) -> None:
+    deliver(client, intent_event("payment_intent.succeeded", intent_id))
+    total = order["total_cents"]
+    refund = {
+        "id": f"re_{uuid.uuid4().hex[:14]}",
+        "object": "refund",
+        "amount": total,
+        "currency": "usd",
+        "payment_intent": intent_id,
+        "status": "pending",
+    }
+    created = deliver(client, stripe_event("refund.created", refund))
+    assert created["outcome"] == f"refunded {total} cents in full; order cancelled"
+
+    failed = refund | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    answer = deliver(client, stripe_event(kind, failed))
+
+    assert (
+        answer["outcome"]
+        == f"refund failed: {total} cents not returned; 0 of {total} cents refunded"
+    )
+    assert portal_payment(client, admin, order["id"])["refunded_cents"] == 0
+    (entry,) = audit_entries(db, order["id"], "payment.refund_failed")
+    assert (entry.before, entry.after["refunded_cents"], entry.after["failure_reason"]) == (
+        {"refunded_cents": total},
+        0,
+        "expired_or_canceled_card",
+    )
+    # The same failure again changes nothing; the order stays cancelled (its stock went back).
+    assert deliver(client, stripe_event(kind, failed))["outcome"].startswith("refund recorded")
+    assert order_status(db, order["id"]) == "cancelled"
+
+
+def _disputed(client: TestClient, order: Json, intent_id: str) -> dict[str, Any]:
+    deliver(client, intent_event("payment_intent.succeeded", intent_id))
+    dispute = charge_event("charge.dispute.created", intent_id, amount=order["total_cents"])
+    assert deliver(client, dispute)["outcome"] == "dispute recorded"
+    return dispute  # type: ignore[no-any-return]
+
+
+def _closed(dispute: dict[str, Any], status: str) -> Any:
+    obj = dispute["data"]["object"]
+    return charge_event(
+        "charge.dispute.closed",
+        obj["payment_intent"],
+        id=obj["id"],
+        amount=obj["amount"],
+        status=status,
+    )
+
+
+@pytest.mark.parametrize("status", ["won", "warning_closed"])
+def test_a_dispute_the_clinic_wins_lets_the_order_ship_again(
+    client: TestClient, db: Session, admin: Headers, order: Json, intent_id: str, status: str
+) -> None:
+    dispute = _disputed(client, order, intent_id)
+
+    answer = deliver(client, _closed(dispute, status))
+
+    assert answer["outcome"] == f"dispute closed ({status}): the order can ship again"
+    assert payment_of(db, intent_id).disputed is False
+    (entry,) = audit_entries(db, order["id"], "payment.dispute_won")
+    assert (entry.before, entry.after["disputed"], entry.after["dispute_status"]) == (
+        {"disputed": True},
+        False,
+        status,
+    )
+    response = client.post(f"{ORDERS}/{order['id']}/fulfil", headers=admin)
+    assert response.status_code == 200, response.text
+
+
+def test_a_lost_dispute_is_recorded_and_the_order_stays_unshippable(
+    client: TestClient, db: Session, admin: Headers, order: Json, intent_id: str
+) -> None:
+    dispute = _disputed(client, order, intent_id)
+
+    answer = deliver(client, _closed(dispute, "lost"))
+
+    assert answer["outcome"] == "dispute lost: recorded; the order stays unshippable"
+    # The same close again under another event id (a reconciliation's repair): recorded once.
+    assert deliver(client, _closed(dispute, "lost"))["outcome"] == "dispute already closed"
+    assert payment_of(db, intent_id).disputed is True
+    (entry,) = audit_entries(db, order["id"], "payment.dispute_lost")
+    assert entry.after == {
+        "disputed": True,
+        "payment_intent_id": intent_id,
+        "dispute_status": "lost",
+        "amount_cents": order["total_cents"],
+    }
+    response = client.post(f"{ORDERS}/{order['id']}/fulfil", headers=admin)
+    assert_problem(response, 409, "/problems/payment-disputed")
+    assert order_status(db, order["id"]) == "paid"
+
+
+def test_a_won_dispute_whose_close_arrives_first_never_blocks_the_order(
+    client: TestClient, db: Session, admin: Headers, order: Json, intent_id: str
+) -> None:
+    deliver(client, intent_event("payment_intent.succeeded", intent_id))
+    dispute = charge_event("charge.dispute.created", intent_id, amount=order["total_cents"])
+    assert deliver(client, _closed(dispute, "won"))["outcome"].startswith("dispute closed (won)")
+
+    assert deliver(client, dispute)["outcome"] == "dispute already closed: won"
+
+    assert payment_of(db, intent_id).disputed is False
+    response = client.post(f"{ORDERS}/{order['id']}/fulfil", headers=admin)
+    assert response.status_code == 200, response.text
 
 
 def test_fulfil_refuses_a_paid_order_whose_payment_was_refunded_in_full(

@@ -57,7 +57,9 @@ def test_the_nightly_lake_export_asks_for_yesterdays_month() -> None:
 def test_the_nightly_reconciliation_asks_for_yesterday() -> None:
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 12, 1, 1, 15, tzinfo=UTC)
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 12, 1, 1, 15, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
         )
         (request,) = reconcile_yesterday.evaluate_tick(context).run_requests or []
     assert request.partition_key == "2026-11-30"

@@ -95,6 +95,30 @@ def test_a_dispute_seen_on_the_charge_or_listed_is_recorded_and_told_to_the_port
     assert finding.repair is None
 
 
+@pytest.mark.parametrize(
+    ("status", "disputed_here", "repair"),
+    [
+        ("won", True, "charge.dispute.closed"),  # the close was missed: clear the flag
+        ("won", False, None),  # never open here, and need not be
+        ("warning_closed", True, "charge.dispute.closed"),
+        ("lost", False, "charge.dispute.closed"),  # recorded as lost, flag set
+        ("lost", True, "charge.dispute.closed"),  # the loss itself is still to record
+    ],
+)
+def test_a_closed_dispute_is_told_to_the_portal_as_it_ended(
+    status: str, disputed_here: bool, repair: str | None
+) -> None:
+    dispute = {"id": "dp_rule", "payment_intent": "pi_rule", "amount": 2598, "status": status}
+    listed = StripeState([intent(charge={"disputed": True})], disputes={"pi_rule": [dispute]})
+
+    (finding,) = found(listed, payment(disputed=disputed_here))
+
+    assert finding.kind == "disputed"
+    assert (finding.repair["type"] if finding.repair else None) == repair
+    if finding.repair:
+        assert finding.repair["id"] == repair_event_id(repair or "", "dp_rule", status)
+
+
 def test_a_currency_or_amount_stripe_took_differently_is_never_applied() -> None:
     other_currency = StripeState([intent(currency="eur")])
     kinds = {f.kind: f for f in found(other_currency, payment(status="requires_payment_method"))}
