@@ -17,7 +17,7 @@ from dashboards.settings import get_ui_settings
 
 def money(cents: int | float | None, currency: str = "usd") -> str:
     """Cents as currency: 123450 -> "$1,234.50", -999 -> "-$9.99"; None -> "—"."""
-    if cents is None or (isinstance(cents, float) and pd.isna(cents)):
+    if cents is None or pd.isna(cents):
         return "—"
     symbol = "$" if currency.lower() == "usd" else currency.upper() + " "
     sign = "-" if cents < 0 else ""
