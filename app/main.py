@@ -31,6 +31,7 @@ from app.security import Public
 from app.shop.routes import is_shop_page, too_many_requests
 from app.shop.routes import router as shop_pages
 from app.storefront.routes import router as storefront_router
+from app.system_logs.routes import router as system_logs_router
 from app.users.routes import router as users_router
 from app.users.service import SignedInUser
 
@@ -256,6 +257,7 @@ def create_app() -> FastAPI:
         audit_router,
         alerts_router,
         pharmacy_router,
+        system_logs_router,
     ):
         api.include_router(router)
     app.include_router(api)
