@@ -7,7 +7,7 @@ retention pruning), never update. The CHECK constraints hold frozen copies of
 app.models.status's LogLevel and LogSource at this revision.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-01 21:15:00
 """
 
