@@ -35,6 +35,15 @@ class PatientCreate(StrictInput):
     )
 
 
+class PatientUpdate(StrictInput):
+    """What the patient's doctor corrects; a field left out (or null) stays as it is."""
+
+    name: PatientName | None = None
+    email: EmailAddress | None = None
+    phone: Phone | None = None
+    date_of_birth: DateOfBirth | None = None
+
+
 class PatientSearch(StrictInput):
     email: EmailAddress = Field(description="Exact e-mail (case-insensitive)")
 
