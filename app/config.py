@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     # DELAY_SECONDS (negative: never dispenses).
     pharmacy_reference_port: int = Field(default=8700, ge=0, le=65535)
     pharmacy_reference_dispense_delay_seconds: float = Field(default=20.0, le=86400)
+    # Port of the staff portal (Streamlit, dashboards/) that `portal up` starts on 127.0.0.1;
+    # 0 starts none. Its own settings (UI_*) are read by dashboards/settings.py.
+    ui_port: int = Field(default=8501, ge=0, le=65535)
 
     @property
     def lake(self) -> str:

@@ -247,7 +247,9 @@ def up(
     api_port: Annotated[int | None, typer.Option(help="Port of the API (default API_PORT)")] = None,
 ) -> None:
     """Start the whole portal for development: database, identity provider, Stripe stand-in,
-    mail sink, reference pharmacy, API, worker, and Dagster (UI and daemon)."""
+    mail sink, reference pharmacy, API, worker, staff portal (Streamlit) and Dagster (UI and
+    daemon)."""
+    from app.db import with_user
     from devtools.devstack import (
         Supervisor,
         dagster_daemon_argv,
@@ -259,8 +261,11 @@ def up(
         prepare_dagster_home,
         reference_pharmacy_argv,
         register_stripe_webhook,
+        streamlit_argv,
         stripe_stand_in_argv,
+        ui_environment,
         venv_binary,
+        write_ui_secrets,
     )
 
     settings = get_settings()
@@ -338,6 +343,26 @@ def up(
                 stripe_base, api + "/api/v1/payments/webhook", settings.stripe_webhook_secret
             )
         supervisor.start("worker", [venv_binary("portal"), "worker"], env=env)
+        ui_line = "not started (UI_PORT=0)"
+        if settings.ui_port:
+            # The staff portal signs in at the same provider, as the portal's OIDC client, and
+            # reads the marts as the read-only analyst role.
+            secrets_file = write_ui_secrets(
+                settings.data_dir / "streamlit" / "secrets.toml",
+                port=settings.ui_port,
+                issuer=issuer,
+                client_id=settings.oidc_client_id,
+                client_secret=settings.oidc_client_secret,
+            )
+            analytics_url = with_user(urls.owner, settings.database_analyst_role)
+            supervisor.start(
+                "staff-portal",
+                streamlit_argv(settings.ui_port, secrets_file),
+                env={**env, **ui_environment(api, analytics_url)},
+            )
+            ui = f"http://127.0.0.1:{settings.ui_port}"
+            supervisor.wait_http("staff-portal", ui + "/_stcore/health", timeout=90)
+            ui_line = f"{ui}   (admins and doctors: sign in as a demo login)"
         # Dagster runs what is scheduled (order expiry, stock alerts, reconciliation, dbt, the
         # lake export) on the same database; its own storage is a database beside the portal's.
         with console.status("parsing the dbt project (dbt parse, offline)"):
@@ -372,6 +397,7 @@ def up(
             f"""
 [bold green]The portal is up.[/bold green]  Press Ctrl-C to stop everything.
 
+  Staff portal        {ui_line}
   API docs            {api}/docs   (Authorize, then oidc's Authorize: sign in as a demo login)
   OpenAPI             {api}/openapi.json
   Identity provider   {issuer}   (development stand-in for Okta/Auth0)

@@ -354,3 +354,78 @@ def dagster_webserver_argv(port: int) -> list[str]:
 
 def dagster_daemon_argv() -> list[str]:
     return [venv_binary("dagster-daemon"), "run", "--workspace", str(WORKSPACE)]
+
+
+# The staff portal (Streamlit). Its sign-in is Streamlit's own OIDC login, configured in a
+# secrets file of Streamlit's (`[auth]`); `portal up` writes one for the development provider.
+DASHBOARDS_APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_ui_secrets(
+    path: Path, *, port: int, issuer: str, client_id: str, client_secret: str
+) -> Path:
+    """Streamlit's secrets for signing in at `issuer` (authorization code with PKCE), the
+    access token exposed to the pages. The cookie secret is made once and kept."""
+    import secrets as random
+    import tomllib
+
+    cookie_secret = None
+    if path.exists():
+        with contextlib.suppress(tomllib.TOMLDecodeError, KeyError, TypeError):
+            cookie_secret = tomllib.loads(path.read_text())["auth"]["cookie_secret"]
+    cookie_secret = cookie_secret or random.token_urlsafe(32)
+    lines = [
+        "# Written by `portal up` for the development identity provider; production supplies",
+        '# its own (README, "Staff portal").',
+        "[auth]",
+        f"redirect_uri = {_toml_string(f'http://127.0.0.1:{port}/oauth2callback')}",
+        f"cookie_secret = {_toml_string(cookie_secret)}",
+        f"client_id = {_toml_string(client_id)}",
+        f"client_secret = {_toml_string(client_secret)}",
+        "server_metadata_url = "
+        + _toml_string(issuer.rstrip("/") + "/.well-known/openid-configuration"),
+        'expose_tokens = ["id", "access"]',
+        "",
+        "[auth.client_kwargs]",
+        'scope = "openid email profile"',
+        'code_challenge_method = "S256"',
+        'prompt = "login"',
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def streamlit_argv(port: int, secrets_file: Path) -> list[str]:
+    """The staff portal on 127.0.0.1:`port`, headless, with no usage statistics sent."""
+    return [
+        venv_binary("streamlit"),
+        "run",
+        str(DASHBOARDS_APP),
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+        "--secrets.files",
+        str(secrets_file),
+    ]
+
+
+def ui_environment(api_url: str, analytics_url: str | None) -> dict[str, str]:
+    env = {"UI_API_URL": api_url}
+    if analytics_url:
+        env["UI_ANALYTICS_DATABASE_URL"] = analytics_url
+    return env

@@ -84,7 +84,7 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
     fresh_db: TestDatabase, tmp_path: Path
 ) -> None:
     api_port, idp_port, stripe_port = _free_port(), _free_port(), _free_port()
-    smtp_port, dagster_port = _free_port(), _free_port()
+    smtp_port, dagster_port, ui_port = _free_port(), _free_port(), _free_port()
     issuer = f"http://127.0.0.1:{idp_port}"
     stripe_base = f"http://127.0.0.1:{stripe_port}"
     pharmacy_port = _free_port()  # the reference pharmacy
@@ -99,12 +99,14 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             DATA_DIR=str(tmp_path),
             SMTP_PORT=str(smtp_port),
             DAGSTER_PORT=str(dagster_port),
+            UI_PORT=str(ui_port),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     api = f"http://127.0.0.1:{api_port}"
+    ui = f"http://127.0.0.1:{ui_port}"
     try:
         # Generous: on a busy 2-core machine the stand-ins, migrations and demo data come first.
         deadline = time.monotonic() + 240
@@ -174,6 +176,8 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
             except httpx.HTTPError:
                 time.sleep(1)
         assert httpx.get(dagster + "/server_info", timeout=5).status_code == 200
+        # The staff portal (Streamlit) was started and answering before Dagster.
+        assert httpx.get(ui + "/_stcore/health", timeout=5).status_code == 200
         # It serves the portal's code location, loaded without error (workspace.yaml).
         answer = httpx.post(dagster + "/graphql", json={"query": LOCATIONS}, timeout=60).json()
         (entry,) = answer["data"]["workspaceOrError"]["locationEntries"]
@@ -192,6 +196,9 @@ def test_portal_up_serves_the_api_and_stops_everything_on_ctrl_c(
         httpx.get(dagster + "/server_info", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(api + "/healthz", timeout=1)
+    assert ui in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(ui + "/_stcore/health", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(issuer + "/.well-known/openid-configuration", timeout=1)
     with pytest.raises(httpx.HTTPError):
