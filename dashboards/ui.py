@@ -90,7 +90,7 @@ def data_table(
     st.dataframe(
         df,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config=column_config,
         height=height if height is not None else "auto",
     )
