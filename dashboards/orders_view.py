@@ -94,14 +94,24 @@ def orders_frame(
 def choose_order(
     orders: list[dict[str, Any]], key: str, label: str = "Open an order"
 ) -> str | None:
-    """A picker of the listed orders; returns the chosen order's id."""
+    """A picker of the listed orders (by id, so the choice survives a change of the order's
+    status or total); returns the chosen order's id."""
     labels = {
-        f"{reference(o['id'])} · {o['status']} · {ui.money(o['total_cents'], o['currency'])}"
-        f" · {ui.when(o['created_at'])}": o["id"]
+        o[
+            "id"
+        ]: f"{reference(o['id'])} · {o['status']} · {ui.money(o['total_cents'], o['currency'])}"
+        f" · {ui.when(o['created_at'])}"
         for o in orders
     }
-    chosen = st.selectbox(label, list(labels), index=None, key=key, placeholder="Choose an order")
-    return labels[chosen] if chosen else None
+    chosen = st.selectbox(
+        label,
+        list(labels),
+        index=None,
+        key=key,
+        format_func=labels.__getitem__,
+        placeholder="Choose an order",
+    )
+    return str(chosen) if chosen else None
 
 
 def timeline_frame(timeline: Mapping[str, Any]) -> pd.DataFrame:

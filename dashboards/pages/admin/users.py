@@ -51,10 +51,10 @@ ui.data_table(
 
 st.subheader("Invite")
 with st.form("users.invite", clear_on_submit=True):
-    email = st.text_input("E-mail", max_chars=254)
-    full_name = st.text_input("Name (optional)", max_chars=200)
-    role = st.selectbox("Role", ROLES)
-    invited = st.form_submit_button("Invite", type="primary")
+    email = st.text_input("E-mail", max_chars=254, key="users.invite.email")
+    full_name = st.text_input("Name (optional)", max_chars=200, key="users.invite.name")
+    role = st.selectbox("Role", ROLES, key="users.invite.role")
+    invited = st.form_submit_button("Invite", type="primary", key="users.invite.submit")
 if invited:
     body = {"email": email.strip(), "role": role}
     if full_name.strip():

@@ -64,10 +64,18 @@ def details_form(key: str, current: dict[str, str] | None = None) -> dict[str, s
     """The patient's details as the API takes them, or None until submitted."""
     current = current or {}
     with st.form(key, clear_on_submit=current == {}):
-        name = st.text_input("Full name", value=current.get("name", ""), max_chars=200)
-        email = st.text_input("E-mail", value=current.get("email", ""), max_chars=254)
+        name = st.text_input(
+            "Full name", value=current.get("name", ""), max_chars=200, key=f"{key}.name"
+        )
+        email = st.text_input(
+            "E-mail", value=current.get("email", ""), max_chars=254, key=f"{key}.email"
+        )
         phone = st.text_input(
-            "Phone", value=current.get("phone", ""), max_chars=24, placeholder="+1 555 010 0199"
+            "Phone",
+            value=current.get("phone", ""),
+            max_chars=24,
+            placeholder="+1 555 010 0199",
+            key=f"{key}.phone",
         )
         born = st.date_input(
             "Date of birth",
@@ -75,8 +83,11 @@ def details_form(key: str, current: dict[str, str] | None = None) -> dict[str, s
             min_value=OLDEST,
             max_value=ui.today(),
             format="YYYY-MM-DD",
+            key=f"{key}.born",
         )
-        submitted = st.form_submit_button("Save" if current else "Add patient", type="primary")
+        submitted = st.form_submit_button(
+            "Save" if current else "Add patient", type="primary", key=f"{key}.submit"
+        )
     if not submitted:
         return None
     if not (name.strip() and email.strip() and phone.strip() and isinstance(born, date)):
