@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 from app.actor import Role
 from app.audit import service
@@ -15,8 +16,19 @@ from app.security import AdminActor
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 AuditAction = Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z_]+(\.[a-z_]*)?$")]
-From = Annotated[AwareDatetime, Query(description="From this time (inclusive)")]
-To = Annotated[AwareDatetime, Query(description="Before this time (exclusive)")]
+
+
+def _iso_instant(value: object) -> object:
+    # The document says `date-time`; pydantic would also take a number as seconds since 1970.
+    if isinstance(value, str) and not ISO_INSTANT.match(value):
+        raise ValueError("an instant is written like 2026-12-01T09:30:00-05:00")
+    return value
+
+
+ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_instant)]
+From = Annotated[Instant, Query(description="From this time (inclusive)")]
+To = Annotated[Instant, Query(description="Before this time (exclusive)")]
 
 
 @router.get("", response_model=Page[AuditEntryOut])

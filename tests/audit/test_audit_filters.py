@@ -76,6 +76,7 @@ def test_the_log_filters_by_exact_action_by_family_by_role_and_by_time(
         {"actor_role": "root"},
         {"occurred_from": "2026-12-01T10:00:00"},  # no offset: whose clock?
         {"occurred_to": "yesterday"},
+        {"occurred_to": "0.5"},  # not seconds since 1970
     ],
 )
 def test_bad_filters_are_422(client: TestClient, admin: Headers, params: dict[str, str]) -> None:

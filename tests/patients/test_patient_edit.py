@@ -140,6 +140,7 @@ def test_bad_edits_are_422_and_change_nothing(
         {"email": "not-an-email"},
         {"phone": "call me"},
         {"date_of_birth": "2999-01-01"},
+        {"date_of_birth": 0},  # not seconds since 1970
         {"name": ""},
         {"doctor_id": str(uuid.uuid4())},  # the owner is not editable
         {"nickname": "J"},

@@ -3,6 +3,8 @@ fulfil, re-send the payment link (each confirmed first)."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -27,9 +29,9 @@ with orders_tab:
         if u["role"] == "doctor"
     }
     doctor = doctor_col.selectbox("Doctor", ["all", *sorted(doctors)], key="orders.doctor")
-    if search and len(search) != 8:
-        st.warning("A reference has 8 characters (letters A-F and digits), e.g. 3F2A9C1B.")
-        st.stop()
+    if search and not re.fullmatch(r"[0-9A-Fa-f]{8}", search):
+        st.warning("A reference has 8 characters (digits and the letters A-F), e.g. 3F2A9C1B.")
+        search = ""
     names = {doctor_id: email for email, doctor_id in doctors.items()}
     orders = api.items(
         "/orders",

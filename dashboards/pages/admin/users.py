@@ -70,15 +70,26 @@ if invited:
         )
 
 st.subheader("Change an account")
-labels = {
-    f"{u['email'] or u['id']} ({u['role']}{'' if u['active'] else ', deactivated'})": u
-    for u in users
-}
+by_id = {u["id"]: u for u in users}
+
+
+def account_label(user_id: str) -> str:
+    user = by_id[user_id]
+    state = "" if user["active"] else ", deactivated"
+    return f"{user['email'] or user['id']} ({user['role']}{state})"
+
+
+# Chosen by id, so the choice stays while the account's role or state changes.
 chosen = st.selectbox(
-    "Account", list(labels), index=None, placeholder="Choose an account", key="users.chosen"
+    "Account",
+    list(by_id),
+    index=None,
+    format_func=account_label,
+    placeholder="Choose an account",
+    key="users.chosen",
 )
 if chosen:
-    user = labels[chosen]
+    user = by_id[chosen]
     is_me = user["id"] == me.user_id
     if is_me:
         st.caption("This is your own account: another admin changes your role or deactivates it.")
