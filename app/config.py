@@ -187,6 +187,11 @@ class Settings(BaseSettings):
     # DELAY_SECONDS (negative: never dispenses).
     pharmacy_reference_port: int = Field(default=8700, ge=0, le=65535)
     pharmacy_reference_dispense_delay_seconds: float = Field(default=20.0, le=86400)
+    # The system log (app/system_logs): records of this level and above from the API, the
+    # worker and the pipelines go to the `system_log` table (redacted like every log line) for
+    # admins to read; `off` keeps none. The worker deletes rows older than the retention.
+    system_log_level: Literal["WARNING", "ERROR", "off"] = "WARNING"
+    system_log_retention_days: int = Field(default=30, ge=1, le=3650)
     # Port of the staff portal (Streamlit, dashboards/) that `portal up` starts on 127.0.0.1;
     # 0 starts none. Its own settings (UI_*) are read by dashboards/settings.py.
     ui_port: int = Field(default=8501, ge=0, le=65535)

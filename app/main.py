@@ -29,6 +29,7 @@ from app.payments.routes import router as payments_router
 from app.pharmacy.routes import router as pharmacy_router
 from app.security import Public
 from app.storefront.routes import router as storefront_router
+from app.system_logs.routes import router as system_logs_router
 from app.users.routes import router as users_router
 from app.users.service import SignedInUser
 
@@ -253,6 +254,7 @@ def create_app() -> FastAPI:
         audit_router,
         alerts_router,
         pharmacy_router,
+        system_logs_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -20,6 +20,8 @@ import uvicorn
 
 from app.config import get_settings
 from app.logs import uvicorn_log_config
+from app.models.status import LogSource
+from app.system_logs.handler import install as install_system_log
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -47,6 +49,9 @@ def serve_one(host: str, port: int, *, access_log: bool, app: str = "app.main:cr
         log_level="info",
         log_config=uvicorn_log_config(),  # every handler redacts PHI (app/logs.py)
     )
+    # After uvicorn's logging set-up (which replaces the root's handlers): warnings and errors
+    # also go to the system log.
+    install_system_log(LogSource.API)
     server = uvicorn.Server(config)
     server.run(sockets=[listening_socket(host, port)])
 

@@ -2,11 +2,12 @@
 
 One poll (`run_once`) delivers the outbox through `HANDLERS`, seals committed audit rows into
 the hash chain, and runs the periodic jobs that are due on its `Schedule`: anchoring the
-chain's head every AUDIT_ANCHOR_EVERY_SECONDS, and pruning closed rate-limit windows every
-HOUSEKEEPING_EVERY_SECONDS. `run_forever` polls until interrupted. Scheduled business operations
-(expiring unpaid orders, stock alerts, reconciliation) are Dagster's (`pipelines/`); the worker
-is the low-latency path of what the outbox must send. Each step commits its own short
-transactions; nothing here prints: callers report the `Poll` they get back.
+chain's head every AUDIT_ANCHOR_EVERY_SECONDS, and pruning closed rate-limit windows and system
+log records past their retention every HOUSEKEEPING_EVERY_SECONDS. `run_forever` polls until
+interrupted. Scheduled business operations (expiring unpaid orders, stock alerts,
+reconciliation) are Dagster's (`pipelines/`); the worker is the low-latency path of what the
+outbox must send. Each step commits its own short transactions; nothing here prints: callers
+report the `Poll` they get back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.notifications.service import EMAIL_TOPIC, SMS_TOPIC, deliver_email, del
 from app.outbox.service import DeliveryReport, Handler, deliver_due
 from app.payments.flows import deliver_refund
 from app.ratelimit import prune
+from app.system_logs import service as system_log
 
 # Outbox topic -> the call that delivers a message of that topic.
 HANDLERS: Mapping[str, Handler] = {
@@ -55,6 +57,7 @@ class Schedule:
 @dataclass(frozen=True)
 class Housekeeping:
     pruned: int  # closed rate-limit windows deleted
+    system_log_pruned: int = 0  # system log records past SYSTEM_LOG_RETENTION_DAYS deleted
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,17 @@ def prune_rate_limit_windows(sessions: sessionmaker[Session]) -> int:
         return prune(session.connection())
 
 
-def keep_house(sessions: sessionmaker[Session]) -> Housekeeping:
-    return Housekeeping(pruned=prune_rate_limit_windows(sessions))
+def prune_system_log(sessions: sessionmaker[Session], retention_days: int) -> int:
+    with sessions() as session, session.begin():
+        return system_log.prune(session, retention_days=retention_days)
+
+
+def keep_house(sessions: sessionmaker[Session], settings: Settings | None = None) -> Housekeeping:
+    settings = settings or get_settings()
+    return Housekeeping(
+        pruned=prune_rate_limit_windows(sessions),
+        system_log_pruned=prune_system_log(sessions, settings.system_log_retention_days),
+    )
 
 
 def run_once(
@@ -95,7 +107,7 @@ def run_once(
     housekeeping = None
     if time.monotonic() >= schedule.next_housekeeping:
         schedule.next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_SECONDS
-        housekeeping = keep_house(sessions)
+        housekeeping = keep_house(sessions, settings)
     report = deliver_due(sessions, handlers)
     sealed = seal_in_own_transaction(sessions)
     anchor_failure: Exception | None = None

@@ -72,3 +72,99 @@ def mart(sql: str, params: tuple[Any, ...] | dict[str, Any] | None = None) -> pd
     except MartsUnavailable as exc:
         st.info(str(exc), icon=":material/database_off:")
         return None
+
+
+# --- The queries of the analytics pages (also timed by benchmarks/portal_pages.py) -----------
+# Days are the marts' days (UTC dates); money stays in cents until the page formats it.
+
+ORDERS_PER_DAY = """
+select order_date, orders_placed, orders_paid, orders_fulfilled, orders_cancelled,
+    value_placed_cents
+from analytics.fct_orders_daily
+where order_date between %(start)s and %(end)s
+order by order_date
+"""
+
+REVENUE_PER_DAY = """
+select revenue_date, sum(gross_cents)::bigint as gross_cents,
+    sum(refunds_cents)::bigint as refunds_cents, sum(net_cents)::bigint as net_cents
+from analytics.fct_revenue_daily
+where revenue_date between %(start)s and %(end)s
+group by revenue_date
+order by revenue_date
+"""
+
+ORDERS_BY_STATUS = """
+select order_status, count(*) as orders, sum(total_cents)::bigint as total_cents
+from analytics.fct_orders
+where created_date between %(start)s and %(end)s
+group by order_status
+order by orders desc
+"""
+
+FULFILMENT_PERCENTILES = """
+select count(*) as orders_fulfilled,
+    percentile_cont(0.5) within group (order by hours_to_pay) as p50_hours_to_pay,
+    percentile_cont(0.9) within group (order by hours_to_pay) as p90_hours_to_pay,
+    percentile_cont(0.5) within group (order by hours_paid_to_fulfilled)
+        as p50_hours_paid_to_fulfilled,
+    percentile_cont(0.9) within group (order by hours_paid_to_fulfilled)
+        as p90_hours_paid_to_fulfilled,
+    percentile_cont(0.99) within group (order by hours_paid_to_fulfilled)
+        as p99_hours_paid_to_fulfilled,
+    percentile_cont(0.5) within group (order by hours_created_to_fulfilled)
+        as p50_hours_created_to_fulfilled,
+    percentile_cont(0.9) within group (order by hours_created_to_fulfilled)
+        as p90_hours_created_to_fulfilled,
+    percentile_cont(0.99) within group (order by hours_created_to_fulfilled)
+        as p99_hours_created_to_fulfilled
+from analytics.fct_orders
+where fulfilled_date between %(start)s and %(end)s
+"""
+
+FULFILMENT_PER_DAY = """
+select period_start as fulfilled_date, p50_hours_created_to_fulfilled,
+    p90_hours_created_to_fulfilled
+from analytics.fct_fulfilment_times
+where period = 'day' and period_start between %(start)s and %(end)s
+order by period_start
+"""
+
+# Low stock: sellable at or under par, with days of cover at the 30-day pace.
+LOW_STOCK = """
+select products.sku, products.product_name, velocity.sellable_units, velocity.par_level,
+    products.reorder_quantity, velocity.units_sold_30d, velocity.days_of_cover_30d,
+    products.next_expiration_date
+from analytics.fct_inventory_velocity as velocity
+join analytics.dim_products as products on products.product_id = velocity.product_id
+where products.is_active and velocity.is_at_or_under_par
+order by velocity.days_of_cover_30d nulls first, velocity.sellable_units, products.sku
+limit 500
+"""
+
+# Stock expiring within the window (not past), and stock already past its date, by product.
+EXPIRING = """
+select products.sku, products.product_name, min(expiry.expiry_week) as first_expiry_week,
+    sum(expiry.lots_count)::bigint as lots, sum(expiry.units_on_hand)::bigint as units_on_hand,
+    sum(expiry.value_cents)::bigint as value_cents, bool_or(expiry.is_past) as expired
+from analytics.fct_lot_expiry as expiry
+join analytics.dim_products as products on products.product_id = expiry.product_id
+where expiry.expiry_week <= %(horizon)s
+group by products.sku, products.product_name
+order by bool_or(expiry.is_past) desc, min(expiry.expiry_week), products.sku
+limit 500
+"""
+
+MONTHLY_METRICS = """
+select month, orders_placed, self_orders_placed, orders_paid, orders_fulfilled,
+    orders_cancelled, units_sold, payments_count, refunds_count, gross_cents, refunds_cents,
+    net_cents, average_order_value_cents, refund_rate, new_patients,
+    new_self_registered_patients, ordering_doctors
+from analytics.fct_monthly_metrics
+where month_start between %(start)s and %(end)s
+order by month_start
+"""
+
+MARTS_BUILT_AT = """
+select max(source_updated_at) as newest_change from analytics.fct_orders
+"""

@@ -27,6 +27,9 @@ class UiSettings(BaseSettings):
     # The marts, as the read-only analyst role (DATABASE_ANALYST_ROLE): `analytics.*` only.
     # `portal up` derives it; unset, the analytics pages say so instead of showing numbers.
     ui_analytics_database_url: str | None = None
+    # The Dagster webserver whose GraphQL API the Overview asks for pipeline health (last runs,
+    # failed checks); unset: the Overview says it is not configured.
+    ui_dagster_url: str | None = "http://127.0.0.1:3000"
     # Dates and days are shown in the clinic's time zone (an IANA name).
     clinic_time_zone: str = "America/New_York"
     # Sign-in limits: a session ends after this long without a click, and this long after

@@ -17,7 +17,7 @@ from dashboards.settings import get_ui_settings
 
 def money(cents: int | float | None, currency: str = "usd") -> str:
     """Cents as currency: 123450 -> "$1,234.50", -999 -> "-$9.99"; None -> "—"."""
-    if cents is None or (isinstance(cents, float) and pd.isna(cents)):
+    if cents is None or pd.isna(cents):
         return "—"
     symbol = "$" if currency.lower() == "usd" else currency.upper() + " "
     sign = "-" if cents < 0 else ""
@@ -69,9 +69,12 @@ def local_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "table"
+
+
 def _file_name(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "table"
-    return f"{slug}-{today().isoformat()}.csv"
+    return f"{slug(name)}-{today().isoformat()}.csv"
 
 
 def data_table(
@@ -99,7 +102,8 @@ def data_table(
         df.to_csv(index=False).encode(),
         file_name=_file_name(name),
         mime="text/csv",
-        key=key or f"csv.{name}",
+        # The element carries the CSS class `st-key-csv-<name>` (browser tests find it by it).
+        key=key or f"csv-{slug(name)}",
         icon=":material/download:",
     )
 

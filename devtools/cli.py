@@ -358,7 +358,12 @@ def up(
             supervisor.start(
                 "staff-portal",
                 streamlit_argv(settings.ui_port, secrets_file),
-                env={**env, **ui_environment(api, analytics_url)},
+                env={
+                    **env,
+                    **ui_environment(
+                        api, analytics_url, f"http://127.0.0.1:{settings.dagster_port}"
+                    ),
+                },
             )
             ui = f"http://127.0.0.1:{settings.ui_port}"
             supervisor.wait_http("staff-portal", ui + "/_stcore/health", timeout=90)

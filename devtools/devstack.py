@@ -424,8 +424,12 @@ def streamlit_argv(port: int, secrets_file: Path) -> list[str]:
     ]
 
 
-def ui_environment(api_url: str, analytics_url: str | None) -> dict[str, str]:
+def ui_environment(
+    api_url: str, analytics_url: str | None, dagster_url: str | None = None
+) -> dict[str, str]:
     env = {"UI_API_URL": api_url}
+    if dagster_url:
+        env["UI_DAGSTER_URL"] = dagster_url
     if analytics_url:
         env["UI_ANALYTICS_DATABASE_URL"] = analytics_url
     return env

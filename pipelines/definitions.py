@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from app.models.status import LogSource
+from app.system_logs.handler import install as install_system_log
 from pipelines.analytics import models as analytics
 from pipelines.analytics import quality
 from pipelines.inventory import jobs as inventory
@@ -15,6 +17,10 @@ from pipelines.orders import jobs as orders
 from pipelines.payments import jobs as payments
 from pipelines.pharmacy import jobs as pharmacy
 from pipelines.resources import build_resources
+
+# Each process that loads the pipelines (code server, run workers) keeps its warnings and
+# errors in the system log, when DATABASE_URL names the portal's database.
+install_system_log(LogSource.PIPELINES)
 
 defs = dg.Definitions.merge(
     orders.defs,

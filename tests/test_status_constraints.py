@@ -17,6 +17,8 @@ from app.models.status import (
     AdjustmentReason,
     AlertTopic,
     CancellationReason,
+    LogLevel,
+    LogSource,
     LotStatus,
     OrderStatus,
     OutboxStatus,
@@ -47,6 +49,8 @@ CONSTRAINED: dict[tuple[str, str], type[StrEnum]] = {
     ("pharmacy_submissions", "ck_pharmacy_submissions_status"): PharmacySubmissionStatus,
     ("pharmacy_logs", "ck_pharmacy_logs_operation"): PharmacyOperation,
     ("pharmacy_logs", "ck_pharmacy_logs_outcome"): PharmacyExchangeOutcome,
+    ("system_log", "ck_system_log_level"): LogLevel,
+    ("system_log", "ck_system_log_source"): LogSource,
 }
 
 

@@ -20,8 +20,11 @@ def worker(
     hash chain and anchor its head every AUDIT_ANCHOR_EVERY_SECONDS; every minute prune closed
     rate-limit windows (Dagster expires unpaid orders). Ctrl-C stops it."""
     from app.db import make_engine
+    from app.models.status import LogSource
+    from app.system_logs.handler import install as install_system_log
     from app.worker import run_forever, run_once, worker_sessions
 
+    install_system_log(LogSource.WORKER)
     engine = make_engine(database_urls().app, pool_size=2)
     sessions = worker_sessions(engine)
     stop_on_signals()
@@ -41,6 +44,8 @@ def report(poll: Poll) -> None:
     kept = poll.housekeeping
     if kept is not None and kept.pruned:
         console.print(f"{kept.pruned} closed rate-limit windows pruned")
+    if kept is not None and kept.system_log_pruned:
+        console.print(f"{kept.system_log_pruned} system log records past their retention pruned")
     if poll.anchor_failure is not None:  # loud, but deliveries go on
         console.print(f"[red]audit anchor not written: {poll.anchor_failure}[/red]")
     outbox = poll.outbox

@@ -22,6 +22,7 @@ from app.models.reconciliation_exception import ReconciliationException
 from app.models.reconciliation_run import ReconciliationRun
 from app.models.stock_movement import StockMovement
 from app.models.stripe_event import StripeEvent
+from app.models.system_log_entry import SystemLogEntry
 from app.models.user import User
 
 __all__ = [
@@ -47,5 +48,6 @@ __all__ = [
     "ReconciliationRun",
     "StockMovement",
     "StripeEvent",
+    "SystemLogEntry",
     "User",
 ]

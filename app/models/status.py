@@ -249,3 +249,20 @@ class PharmacyExchangeOutcome(StrEnum):
     TRANSIENT_ERROR = "transient_error"
     PERMANENT_ERROR = "permanent_error"
     NOT_CANCELLABLE = "not_cancellable"
+
+
+class LogLevel(StrEnum):
+    """The levels kept in the system log (warnings and worse)."""
+
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class LogSource(StrEnum):
+    """Which kind of process wrote a system log record."""
+
+    API = "api"
+    WORKER = "worker"
+    PIPELINES = "pipelines"
+    COMMAND = "command"

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from app.catalog.schemas import ProductCreate
 from app.patients.schemas import PatientCreate
@@ -180,3 +181,19 @@ def test_errors_with_patient_details_leave_no_trace_in_any_log(
     assert "ValidationError" in (log_dir / "command.log").read_text()
     # ...and none of the patient's details, in any file.
     assert _leaks(log_dir) == []
+    # The same warnings and errors went to the system log admins read, as redacted.
+    with psycopg.connect(fresh_db.owner_url) as conn:
+        kept = conn.execute(
+            "SELECT source, level, logger, message, coalesce(exception, '') FROM system_log"
+        ).fetchall()
+    messages = [(source, level, message) for source, level, _, message, _ in kept]
+    assert any(
+        source == "api"
+        and level == "ERROR"
+        and message.startswith("unhandled RuntimeError in POST /test/runtime-error (request ")
+        for source, level, message in messages
+    ), messages
+    # uvicorn's record of the same failure carries the traceback, its causes included.
+    assert any("LookupError" in exception for *_, exception in kept)
+    text = "\n".join(" ".join(row) for row in kept).lower()
+    assert [needle for needle in NEEDLES if needle.lower() in text] == []
