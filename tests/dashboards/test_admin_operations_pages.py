@@ -18,6 +18,7 @@ from tests.fixtures.portal_orders import (
     answer,
     new_order,
     new_patient,
+    pages_as_the_app_sees_them,
     pay_order,
     stocked_product,
 )
@@ -36,6 +37,11 @@ from tests.fixtures.portal_ui import (
 ADMIN_PAGES = ["admin/orders.py", "admin/users.py", "admin/pharmacy.py", "admin/audit.py"]
 DOCTOR_PAGES = ["doctor/patients.py", "doctor/new_order.py", "doctor/orders.py"]
 API_KEY = "rk_live_portal_ui_test_0123456789abcdef"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _streamlit_pages_decided_by_the_app() -> None:
+    pages_as_the_app_sees_them()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.fixtures.portal_orders import answer, new_order, new_patient, stocked_product
+from tests.fixtures.portal_orders import (
+    answer,
+    new_order,
+    new_patient,
+    pages_as_the_app_sees_them,
+    stocked_product,
+)
 from tests.fixtures.portal_ui import (
     PortalUiStack,
     add_staff,
@@ -22,6 +28,11 @@ from tests.fixtures.portal_ui import (
     texts,
     ui_environment_for,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _streamlit_pages_decided_by_the_app() -> None:
+    pages_as_the_app_sees_them()
 
 
 @pytest.fixture(scope="module")
