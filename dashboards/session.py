@@ -253,6 +253,8 @@ def api() -> PortalApi:
         SignInActivity.key(member.access_token)
     ):
         return cached
+    if isinstance(cached, PortalApi):  # a client of an earlier sign-in
+        cached.close()
     client = PortalApi(
         settings.ui_api_url, member.access_token, timeout=settings.ui_api_timeout_seconds
     )

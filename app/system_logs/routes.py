@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 
 from app.db import DbSession
 from app.models.status import LogLevel, LogSource
@@ -13,6 +15,18 @@ from app.system_logs import service
 from app.system_logs.schemas import SystemLogOut
 
 router = APIRouter(prefix="/system-logs", tags=["system logs"])
+ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    """RFC 3339 date-times only, as the document says (pydantic alone also takes a number of
+    seconds, `?until=0.5`)."""
+    if isinstance(value, str) and not ISO_DATE_TIME.match(value):
+        raise ValueError("expected a date-time such as 2026-12-01T09:00:00Z")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 @router.get("", response_model=Page[SystemLogOut])
@@ -21,8 +35,8 @@ def list_system_logs(
     session: DbSession,
     level: Annotated[LogLevel | None, Query(description="This level and above")] = None,
     source: Annotated[LogSource | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time")] = None,
+    since: Annotated[Moment | None, Query(description="From this time (inclusive)")] = None,
+    until: Annotated[Moment | None, Query(description="Before this time")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[SystemLogOut]:

@@ -7,6 +7,7 @@ the API with unique names, so they do not depend on each other."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,17 @@ def portal_stack(
 ) -> Iterator[PortalUiStack]:
     database, history = history_db
     work = tmp_path_factory.mktemp("portal-ui")
-    built = run_dbt_for(database, work / "dbt", "run", as_of=history.today)
-    assert built.returncode == 0, dbt_output(built)
-    with portal_ui_stack(
-        database, work / "logs", analytics_url=with_user(database.owner_url, ANALYST_ROLE)
-    ) as stack:
-        yield stack
+    # dbt builds the marts while the servers start (they need none of it to start).
+    with ThreadPoolExecutor(max_workers=1) as background:
+        building = background.submit(
+            run_dbt_for, database, work / "dbt", "run", as_of=history.today
+        )
+        with portal_ui_stack(
+            database, work / "logs", analytics_url=with_user(database.owner_url, ANALYST_ROLE)
+        ) as stack:
+            built = building.result()
+            assert built.returncode == 0, dbt_output(built)
+            yield stack
 
 
 @pytest.fixture(scope="package")

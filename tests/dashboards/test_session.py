@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dashboards.navigation import available
+from dashboards.navigation import PAGES, available
 from tests.fixtures.portal_ui import (
     PortalUiStack,
     add_staff,
@@ -37,8 +37,12 @@ AUTH_SECRETS = {
 def menu(at: object) -> list[str]:
     """The titles of the pages the run registered with st.navigation, in menu order."""
     pages = at._registered_pages  # type: ignore[attr-defined]
-    # A run that stops before st.navigation registers only the main script.
-    return [info["page_name"] for info in pages.values() if "url_pathname" in info]
+    # A run that stops before st.navigation registers only the main script (app.py).
+    return [
+        info["page_name"]
+        for info in pages.values()
+        if str(PAGES) in str(info.get("script_path", ""))
+    ]
 
 
 def test_signed_out_visitor_sees_only_the_sign_in_button(portal_stack: PortalUiStack) -> None:

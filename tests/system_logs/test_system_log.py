@@ -108,9 +108,14 @@ def test_admins_list_the_records_newest_first_with_filters(
     refused = client.get(SYSTEM_LOGS, headers=doctor)
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
-    bad = client.get(SYSTEM_LOGS, params={"level": "DEBUG"}, headers=admin)
-    assert bad.status_code == 422
-    assert bad.headers["content-type"] == "application/problem+json"
+    for bad_query in ({"level": "DEBUG"}, {"until": "0.5"}, {"since": "yesterday"}):
+        bad = client.get(SYSTEM_LOGS, params=bad_query, headers=admin)
+        assert bad.status_code == 422, bad_query
+        assert bad.headers["content-type"] == "application/problem+json"
+    since = (now - timedelta(minutes=2, seconds=30)).isoformat()
+    recent = client.get(SYSTEM_LOGS, params={"since": since}, headers=admin).json()["items"]
+    assert [r["message"] for r in recent][:2] == ["dbt run failed", "delivery failed"]
+    assert "slow pharmacy" not in {r["message"] for r in recent}
 
 
 def test_records_past_the_retention_are_pruned(db: Session) -> None:
