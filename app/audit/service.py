@@ -289,8 +289,16 @@ def list_entries(
     actor_subject: str | None,
     limit: int,
     cursor: str | None,
+    action: str | None = None,
+    actor_role: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
 ) -> KeysetPage[AuditEntry]:
-    """The log newest first (by insertion, so unsealed rows are listed too), optionally filtered."""
+    """The log newest first (by insertion, so unsealed rows are listed too), optionally filtered.
+
+    `action` is exact (`order.cancelled`) or, ending in a dot, a family (`order.`); the time
+    window is `occurred_from` <= occurred_at < `occurred_to`.
+    """
     query = select(AuditEntry)
     if entity_type:
         query = query.where(AuditEntry.entity_type == entity_type)
@@ -298,4 +306,78 @@ def list_entries(
         query = query.where(AuditEntry.entity_id == entity_id)
     if actor_subject:
         query = query.where(AuditEntry.actor_subject == actor_subject)
+    if actor_role:
+        query = query.where(AuditEntry.actor_role == actor_role)
+    if action:
+        if action.endswith("."):
+            query = query.where(AuditEntry.action.startswith(action, autoescape=True))
+        else:
+            query = query.where(AuditEntry.action == action)
+    if occurred_from:
+        query = query.where(AuditEntry.occurred_at >= occurred_from)
+    if occurred_to:
+        query = query.where(AuditEntry.occurred_at < occurred_to)
     return NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)
+
+
+# The audit actions that record a read of PHI: a patient's details, an order's items (the
+# patient's medications), the orders a list showed, prescriptions sent to a pharmacy.
+PHI_READ_ACTIONS = (
+    "patient.read",
+    "order.read",
+    "order.listed",
+    "pharmacy_submission.read",
+    "pharmacy_submission.listed",
+    "pharmacy_log.read",
+)
+
+
+@dataclass(frozen=True)
+class PhiReads:
+    """One reader's PHI reads over a period."""
+
+    actor_subject: str
+    actor_role: str
+    reads: int
+    patients_read: int
+    orders_read: int
+    lists_read: int
+    pharmacy_records_read: int
+    first_at: datetime
+    last_at: datetime
+
+
+def phi_reads(
+    session: Session,
+    *,
+    occurred_from: datetime,
+    occurred_to: datetime,
+    actor_role: str | None,
+    limit: int,
+) -> list[PhiReads]:
+    """Who read PHI in [occurred_from, occurred_to), one row per reader (subject and role),
+    most reads first: the access review. `patients_read` counts distinct patients."""
+    query = (
+        select(
+            AuditEntry.actor_subject,
+            AuditEntry.actor_role,
+            func.count(),
+            func.count(AuditEntry.entity_id.distinct()).filter(AuditEntry.action == "patient.read"),
+            func.count().filter(AuditEntry.action == "order.read"),
+            func.count().filter(AuditEntry.action == "order.listed"),
+            func.count().filter(AuditEntry.action.startswith("pharmacy_")),
+            func.min(AuditEntry.occurred_at),
+            func.max(AuditEntry.occurred_at),
+        )
+        .where(
+            AuditEntry.action.in_(PHI_READ_ACTIONS),
+            AuditEntry.occurred_at >= occurred_from,
+            AuditEntry.occurred_at < occurred_to,
+        )
+        .group_by(AuditEntry.actor_subject, AuditEntry.actor_role)
+        .order_by(func.count().desc(), AuditEntry.actor_subject, AuditEntry.actor_role)
+        .limit(limit)
+    )
+    if actor_role:
+        query = query.where(AuditEntry.actor_role == actor_role)
+    return [PhiReads(*row) for row in session.execute(query)]

@@ -22,6 +22,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),
         Index("ix_audit_log_unsealed", "id", postgresql_where=text("seq IS NULL")),
+        # The log's filters by time and by action (the access review's PHI reads): migration 0017.
+        Index("ix_audit_log_occurred_at", "occurred_at"),
+        Index("ix_audit_log_action_occurred_at", "action", "occurred_at"),
         CheckConstraint(
             "(seq IS NULL) = (prev_hash IS NULL) AND (seq IS NULL) = (row_hash IS NULL)",
             name="sealed_whole",

@@ -128,6 +128,40 @@ class LinkState(StrEnum):
     CLOSED = "closed"  # the order is no longer payable (paid, cancelled): status page only
 
 
+class OrderEvent(StrEnum):
+    """A milestone of an order's life, as its timeline shows it (derived from the audit log
+    and the outbox, never stored)."""
+
+    CREATED = "created"
+    EDITED = "edited"
+    LINK_SENT = "link_sent"
+    LINK_OPENED = "link_opened"
+    LINK_LOCKED = "link_locked"
+    LINK_REVOKED = "link_revoked"
+    PAYMENT_STARTED = "payment_started"
+    PAYMENT_PROCESSING = "payment_processing"
+    PAYMENT_FAILED = "payment_failed"
+    PAID = "paid"
+    PHARMACY_QUEUED = "pharmacy_queued"
+    PHARMACY_HELD = "pharmacy_held"
+    SUBMITTED_TO_PHARMACY = "submitted_to_pharmacy"
+    PHARMACY_ACCEPTED = "pharmacy_accepted"
+    PHARMACY_REJECTED = "pharmacy_rejected"
+    DISPENSED = "dispensed"
+    PHARMACY_DEAD_LETTER = "pharmacy_dead_letter"
+    PHARMACY_RESENT = "pharmacy_resent"
+    PHARMACY_CANCEL_QUEUED = "pharmacy_cancel_queued"
+    PHARMACY_CANCEL_REFUSED = "pharmacy_cancel_refused"
+    PHARMACY_CANCELLED = "pharmacy_cancelled"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    REFUND_REQUESTED = "refund_requested"
+    REFUND_FAILED = "refund_failed"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    PAYMENT_REPAIRED = "payment_repaired"
+
+
 class ReconciliationKind(StrEnum):
     """How the portal's payments disagree with Stripe's (a `reconciliation_exceptions` row)."""
 

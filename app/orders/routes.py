@@ -13,9 +13,10 @@ from app.errors import (
     NotFound,
     problem_responses,
 )
+from app.models import Order
 from app.models.status import CancellationReason, OrderStatus
 from app.notifications.service import InvalidRecipient
-from app.orders import flows, service
+from app.orders import flows, service, timeline
 from app.orders.schemas import (
     CheckoutLinkOut,
     OrderCancel,
@@ -23,9 +24,12 @@ from app.orders.schemas import (
     OrderCreated,
     OrderEdit,
     OrderOut,
+    OrderReference,
     OrderSummary,
+    OrderTimeline,
 )
 from app.pagination import Cursor, Limit, Page
+from app.pharmacy import service as pharmacy_service
 from app.pharmacy.service import (
     AlreadyDispensed,
     PharmacyRefused,
@@ -60,20 +64,60 @@ def list_orders(
     session: DbSession,
     status: Annotated[OrderStatus | None, Query()] = None,
     patient_id: Annotated[uuid.UUID | None, Query()] = None,
+    doctor_id: Annotated[uuid.UUID | None, Query()] = None,
+    reference: Annotated[
+        OrderReference | None,
+        Query(description="The order's reference as the patient sees it (8 characters)"),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[OrderSummary]:
-    """Newest first. Doctors see the orders of their own patients."""
+    """Newest first, each with its payment state (latest payment's status, refunds, dispute)
+    and where its prescriptions stand at the pharmacy. Doctors see the orders of their own
+    patients."""
     orders = service.list_orders(
-        session, actor, status=status, patient_id=patient_id, limit=limit, cursor=cursor
+        session,
+        actor,
+        status=status,
+        patient_id=patient_id,
+        doctor_id=doctor_id,
+        reference=reference,
+        limit=limit,
+        cursor=cursor,
     )
-    return orders.map(lambda o: OrderSummary.model_validate(o, from_attributes=True)).page()
+    ids = [order.id for order in orders.rows]
+    payments = service.payment_states(session, ids)
+    pharmacy = pharmacy_service.submission_statuses(session, ids)
+
+    def summary(order: Order) -> OrderSummary:
+        paid = payments.get(order.id, service.PaymentState())
+        return OrderSummary.model_validate(order, from_attributes=True).model_copy(
+            update={
+                "payment_status": paid.status,
+                "refunded_cents": paid.refunded_cents,
+                "disputed": paid.disputed,
+                "pharmacy_statuses": pharmacy.get(order.id, []),
+            }
+        )
+
+    return orders.map(summary).page()
 
 
 @router.get("/{order_id}", response_model=OrderOut)
 def get_order(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> OrderOut:
     order = service.get_visible_order(session, actor, order_id)
     return service.order_view(service.load_order(session, actor, order, audit_read=True))
+
+
+@router.get("/{order_id}/timeline", response_model=OrderTimeline)
+def get_order_timeline(order_id: uuid.UUID, actor: StaffActor, session: DbSession) -> OrderTimeline:
+    """The order's milestones, oldest first: created, edited, payment link e-mailed (and whether
+    it was delivered), payment started/failed, paid, each pharmacy step (queued, submitted,
+    accepted, dispensed, ...), fulfilled, cancelled (with the reason code), refunds, disputes.
+    Built from the audit log and the outbox; it carries no personal details, items or notes, so
+    reading it is not a PHI read. Doctors: the orders of their own patients (others: 404)."""
+    order = service.get_visible_order(session, actor, order_id)
+    return timeline.order_timeline(session, order)
 
 
 @router.patch(

@@ -6,7 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.models.status import CancellationReason, OrderStatus
+from app.models.status import (
+    CancellationReason,
+    OrderEvent,
+    OrderStatus,
+    PharmacySubmissionStatus,
+)
 from app.pharmacy.schemas import OrderPharmacyOut
 from app.schemas import Quantity, StrictInput
 
@@ -119,3 +124,35 @@ class OrderSummary(BaseModel):
     currency: str
     created_at: datetime
     expires_at: datetime
+    payment_status: str | None = Field(
+        default=None, description="Stripe's status of the order's latest payment (none yet: null)"
+    )
+    refunded_cents: int = Field(default=0, description="Refunded of the order's payments")
+    disputed: bool = Field(default=False, description="A payment of the order is disputed")
+    pharmacy_statuses: list[PharmacySubmissionStatus] = Field(
+        default_factory=list,
+        description="Where each of the order's prescription submissions stands (oldest first)",
+    )
+
+
+# An order's reference as patients see it: the first 8 characters of its id.
+OrderReference = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8}$")]
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    event: OrderEvent
+    summary: str = Field(description="The milestone in plain words (no personal details)")
+    actor_role: str = Field(
+        description="Who caused it: admin, doctor, system or checkout-link (the patient)"
+    )
+    facts: dict[str, str | int | bool | None] = Field(
+        description="The milestone's figures and codes: amounts in cents, statuses, reasons,"
+        " the pharmacy's name, a link e-mail's delivery"
+    )
+
+
+class OrderTimeline(BaseModel):
+    order_id: uuid.UUID
+    status: OrderStatus
+    events: list[TimelineEntry] = Field(description="Oldest first")

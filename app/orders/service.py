@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Exists, Select, delete, exists, select
+from sqlalchemy import Exists, Integer, Select, delete, exists, func, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from app import locks, phi
@@ -458,6 +458,13 @@ def rotate_order_notes(
 NEWEST_FIRST = Keyset(Order.created_at, Order.id, descending=True)
 
 
+def reference_range(reference: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The ids an order reference (the id's first 8 hex digits) can stand for, as a range the
+    primary key's index serves."""
+    prefix = reference.lower()
+    return uuid.UUID(prefix + "0" * 24), uuid.UUID(prefix + "f" * 24)
+
+
 def list_orders(
     session: Session,
     actor: Actor,
@@ -466,12 +473,19 @@ def list_orders(
     patient_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
+    doctor_id: uuid.UUID | None = None,
+    reference: str | None = None,
 ) -> KeysetPage[Order]:
     query = visible_orders(actor)
     if status:
         query = query.where(Order.status == status)
     if patient_id:
         query = query.where(Order.patient_id == patient_id)
+    if doctor_id:
+        query = query.where(Order.doctor_id == doctor_id)
+    if reference:
+        low, high = reference_range(reference)
+        query = query.where(Order.id.between(low, high))
     page = NEWEST_FIRST.scalars(session, query, limit=limit, cursor=cursor)
     orders = page.rows
     # A list shows whose orders exist and what they cost: one audit row per read, naming them.
@@ -485,9 +499,45 @@ def list_orders(
             "order_ids": [o.id for o in orders],
             "status": status,
             "patient_id": patient_id,
+            "doctor_id": doctor_id,
+            "reference": reference,
         },
     )
     return page
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    status: str | None = None
+    refunded_cents: int = 0
+    disputed: bool = False
+
+
+def payment_states(session: Session, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, PaymentState]:
+    """For a page of orders: each one's latest payment status, what its payments refunded and
+    whether one is disputed (one query)."""
+    if not order_ids:
+        return {}
+    latest = (
+        select(Payment.status)
+        .where(Payment.order_id == Order.id)
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("status")
+    )
+    refunded = (
+        select(func.coalesce(func.sum(Payment.refunded_cents), 0, type_=Integer))
+        .where(Payment.order_id == Order.id)
+        .scalar_subquery()
+        .label("refunded")
+    )
+    disputed = exists().where(Payment.order_id == Order.id, Payment.disputed).label("disputed")
+    query = select(Order.id, latest, refunded, disputed).where(Order.id.in_(order_ids))
+    return {
+        row["id"]: PaymentState(row["status"], row["refunded"], row["disputed"])
+        for row in session.execute(query).mappings()
+    }
 
 
 def load_order(

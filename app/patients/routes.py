@@ -5,10 +5,18 @@ import uuid
 from fastapi import APIRouter, Depends, Request, status
 
 from app.db import DbSession
-from app.errors import Conflict, DuplicateValue, NotFound, PhiInUrl, problem_responses, raises
+from app.errors import (
+    Conflict,
+    DuplicateValue,
+    Forbidden,
+    NotFound,
+    PhiInUrl,
+    problem_responses,
+    raises,
+)
 from app.pagination import Cursor, Limit, Page
 from app.patients import service
-from app.patients.schemas import PatientCreate, PatientOut, PatientSearch
+from app.patients.schemas import PatientCreate, PatientOut, PatientSearch, PatientUpdate
 from app.security import StaffActor
 
 router = APIRouter(prefix="/patients", tags=["patients"])
@@ -66,3 +74,17 @@ def search_patients(
 @router.get("/{patient_id:uuid}", response_model=PatientOut)
 def read_patient(patient_id: uuid.UUID, actor: StaffActor, session: DbSession) -> PatientOut:
     return service.read_patient(session, actor, patient_id)
+
+
+@router.patch(
+    "/{patient_id:uuid}",
+    response_model=PatientOut,
+    responses=problem_responses(NotFound, Forbidden, DuplicateValue),
+)
+def update_patient(
+    patient_id: uuid.UUID, data: PatientUpdate, actor: StaffActor, session: DbSession
+) -> PatientOut:
+    """Correct a patient's name, e-mail, phone or date of birth (fields left out stay as they
+    are). Only the patient's own doctor: another doctor gets 404, an admin 403. Audited as
+    `patient.updated`, naming the changed fields with their values redacted."""
+    return service.update_patient(session, actor, patient_id, data)

@@ -19,7 +19,7 @@ from app.models import Patient, User
 from app.models.patient import PHI_FIELDS
 from app.models.status import StaffRole
 from app.pagination import Keyset, KeysetPage
-from app.patients.schemas import PatientCreate, PatientOut
+from app.patients.schemas import PatientCreate, PatientOut, PatientUpdate
 
 
 def phi_context(patient_id: uuid.UUID, field: str) -> str:
@@ -159,6 +159,71 @@ def _insert_patient(
         redact=PHI_FIELDS,
     )
     return patient
+
+
+def update_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: PatientUpdate
+) -> PatientOut:
+    """Correct a patient's details: their own doctor only (another doctor: the 404 of a missing
+    patient; an admin: 403, since the details are the doctor's record of their patient).
+
+    The audit row names the fields that changed, their values redacted (a request that changes
+    nothing is audited as a read: the answer shows the details). An e-mail another of the
+    doctor's patients holds is a 409, with nothing changed.
+    """
+    patient = get_visible_patient(session, actor, patient_id, for_update=True)
+    if actor.role != Role.DOCTOR:
+        raise Forbidden("only the patient's own doctor edits their details")
+    current = decrypt_patient(patient)
+    stored = {
+        "name": current.name,
+        "email": current.email,
+        "phone": current.phone,
+        "date_of_birth": current.date_of_birth.isoformat(),
+    }
+    wanted = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    if "email" in wanted:
+        wanted["email"] = phi.normalise_email(wanted["email"])
+    if "date_of_birth" in wanted:
+        wanted["date_of_birth"] = wanted["date_of_birth"].isoformat()
+    changes = {k: v for k, v in wanted.items() if stored[k] != v}
+    if "email" in changes:
+        email_hash = phi.lookup_hash(changes["email"])
+        taken = session.scalar(
+            select(Patient.id).where(
+                Patient.doctor_id == patient.doctor_id,
+                Patient.email_hash == email_hash,
+                Patient.id != patient.id,
+            )
+        )
+        if taken is not None:
+            raise DuplicateValue(
+                "this doctor already has a patient with that e-mail",
+                field="email",
+                patient_id=str(taken),
+            )
+        patient.email_hash = email_hash
+    for name, value in changes.items():
+        setattr(patient, f"{name}_encrypted", phi.encrypt(value, phi_context(patient.id, name)))
+    if changes:
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError as exc:  # the same e-mail saved by a concurrent request
+            raise DuplicateValue("this doctor already has a patient with that e-mail") from exc
+        audit.record(
+            session,
+            actor,
+            "patient.updated",
+            "patient",
+            patient.id,
+            before={k: stored[k] for k in changes},
+            after=changes,
+            redact=PHI_FIELDS,
+        )
+    else:  # nothing to change: the answer still shows the details
+        audit.record(session, actor, "patient.read", "patient", patient.id)
+    return decrypt_patient(patient)
 
 
 def decrypt_patient(patient: Patient) -> PatientOut:

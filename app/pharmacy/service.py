@@ -1146,6 +1146,23 @@ def order_pharmacy_view(session: Session, order_id: uuid.UUID) -> list[OrderPhar
     ]
 
 
+def submission_statuses(
+    session: Session, order_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[Status]]:
+    """For a page of orders: the status of each one's submissions, oldest first (one query)."""
+    statuses: dict[uuid.UUID, list[Status]] = {}
+    if not order_ids:
+        return statuses
+    rows = session.execute(
+        select(PharmacySubmission.order_id, PharmacySubmission.status)
+        .where(PharmacySubmission.order_id.in_(order_ids))
+        .order_by(PharmacySubmission.created_at, PharmacySubmission.id)
+    )
+    for order_id, status in rows:
+        statuses.setdefault(order_id, []).append(Status(status))
+    return statuses
+
+
 # -- cancelling an order ------------------------------------------------------------------------
 def cancellable_at_pharmacy(session: Session, order_id: uuid.UUID) -> list[PharmacySubmission]:
     """Before an order is cancelled (read without a lock): refused when a pharmacy dispensed
