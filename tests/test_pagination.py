@@ -101,7 +101,7 @@ def test_rows_returns_the_selected_columns_without_the_key(db: Session, users: l
     [
         "not base64 json!",
         encode_cursor("2030-01-01T00:00:00+00:00"),  # one part where two are expected
-        encode_cursor("yesterday", uuid.uuid4()),  # not a timestamp
+        encode_cursor("yesterday", "00000000-0000-4000-8000-000000000003"),  # not a timestamp
         encode_cursor("2030-01-01T00:00:00+00:00", "not-a-uuid"),
     ],
 )

@@ -141,19 +141,24 @@ def test_no_secret_in_logs_stored_headers_or_urls_and_log_reads_are_audited(
     assert "request_body" not in json.dumps(detail)  # bodies only through /logs
 
 
+# Fixed ids (any id is refused before it is looked up): every pytest-xdist worker must collect
+# the same test ids.
+SOME_ID = "00000000-0000-4000-8000-000000000001"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
         ("GET", PHARMACIES),
         ("POST", PHARMACIES),
-        ("GET", f"{PHARMACIES}/{uuid.uuid4()}"),
-        ("PATCH", f"{PHARMACIES}/{uuid.uuid4()}"),
-        ("DELETE", f"{PHARMACIES}/{uuid.uuid4()}"),
-        ("POST", f"{PHARMACIES}/{uuid.uuid4()}/test-connection"),
+        ("GET", f"{PHARMACIES}/{SOME_ID}"),
+        ("PATCH", f"{PHARMACIES}/{SOME_ID}"),
+        ("DELETE", f"{PHARMACIES}/{SOME_ID}"),
+        ("POST", f"{PHARMACIES}/{SOME_ID}/test-connection"),
         ("GET", SUBMISSIONS),
-        ("GET", f"{SUBMISSIONS}/{uuid.uuid4()}"),
-        ("POST", f"{SUBMISSIONS}/{uuid.uuid4()}/resend"),
-        ("GET", f"{SUBMISSIONS}/{uuid.uuid4()}/logs"),
+        ("GET", f"{SUBMISSIONS}/{SOME_ID}"),
+        ("POST", f"{SUBMISSIONS}/{SOME_ID}/resend"),
+        ("GET", f"{SUBMISSIONS}/{SOME_ID}/logs"),
     ],
 )
 def test_doctors_are_refused(client: TestClient, doctor: Headers, method: str, path: str) -> None:
