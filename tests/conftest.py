@@ -18,6 +18,7 @@ from tests.fixtures.database import (
     create_database,
     drop_database,
     migrate,
+    migrations_one_at_a_time,
     server_url,
 )
 from tests.fixtures.identity import AUDIENCE, Auth, JwtIssuer
@@ -62,6 +63,15 @@ def template_db(pg_server: str) -> Iterator[TestDatabase]:
     database = create_database(pg_server)
     migrate(database)
     yield database
+    drop_database(pg_server, database.name)
+
+
+@pytest.fixture
+def empty_db(pg_server: str) -> Iterator[TestDatabase]:
+    """An empty database the test migrates itself (no other migration runs meanwhile)."""
+    database = create_database(pg_server)
+    with migrations_one_at_a_time(pg_server):
+        yield database
     drop_database(pg_server, database.name)
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -22,14 +20,7 @@ from app.audit.service import GENESIS_HASH, chain_hash
 from app.db import make_engine, sqlalchemy_url
 from app.migrations import alembic_config
 from app.models import AuditEntry, Base
-from tests.fixtures.database import TestDatabase, create_database, drop_database
-
-
-@pytest.fixture
-def empty_db(pg_server: str) -> Iterator[TestDatabase]:
-    database = create_database(pg_server)
-    yield database
-    drop_database(pg_server, database.name)
+from tests.fixtures.database import TestDatabase
 
 
 def _diff(url: str) -> list[object]:

@@ -5,11 +5,9 @@ and migration 0009 rewrites events stored before it the same way."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.integrations.stripe.inbox import stored_payload
 from app.migrations import alembic_config
 from app.models import StripeEvent
-from tests.fixtures.database import TestDatabase, create_database, drop_database
+from tests.fixtures.database import TestDatabase
 from tests.fixtures.patients import Json
 from tests.fixtures.payments import deliver, order_status, payment_of
 from tests.fixtures.stripe import charge_event, intent_event, stripe_event
@@ -221,13 +219,6 @@ def test_billing_details_in_events_are_readable_in_no_table(
 
 
 # --- Migration 0009 rewrites what was stored before it ----------------------------------------
-
-
-@pytest.fixture
-def empty_db(pg_server: str) -> Iterator[TestDatabase]:
-    database = create_database(pg_server)
-    yield database
-    drop_database(pg_server, database.name)
 
 
 def test_migration_0009_rewrites_stored_events_to_what_the_portal_keeps(
