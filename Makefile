@@ -29,8 +29,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two test processes (pytest-xdist) on the two cores of the reference machine; a module and its
+# module- or package-scoped servers stay in one process (--dist loadfile).
+PYTEST_WORKERS ?= 2
 pytest: install browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The browser tests drive Debian's chromium (a test tool's own browser download cannot work
 # offline). Installed here when missing and the package manager is usable (root, or sudo
